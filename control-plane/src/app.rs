@@ -1,0 +1,132 @@
+//! Wiring: settings → pool → state → router, the HTTP server and (optionally)
+//! the job workers in the same process. Binaries and tests start Portico the
+//! same way, through [`start`].
+
+use crate::api::{self, AppState};
+use crate::db;
+use crate::dns::DnsChecker;
+use crate::jobs::{self, JobContext};
+use crate::settings::Settings;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
+
+/// A running control plane. Dropping it does not stop it; call [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Options {
+    pub http: bool,
+    pub worker: bool,
+}
+
+pub async fn state(settings: Settings) -> anyhow::Result<AppState> {
+    let pool = db::connect(&settings.database_url, settings.db_max_connections).await?;
+    if settings.run_migrations {
+        db::migrate(&pool).await?;
+    }
+    let dns = DnsChecker::new(&settings.dns)?;
+    let limiter = api::middleware::limiter(settings.limits.rate_per_second, settings.limits.rate_burst);
+    Ok(AppState {
+        pool,
+        settings: Arc::new(settings),
+        dns,
+        limiter,
+    })
+}
+
+pub fn job_context(state: &AppState) -> JobContext {
+    JobContext {
+        pool: state.pool.clone(),
+        settings: state.settings.clone(),
+        dns: state.dns.clone(),
+    }
+}
+
+/// Starts the HTTP server and/or the workers in background tasks.
+pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Running> {
+    let listen = settings.listen;
+    let state = state(settings).await?;
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut addr = listen;
+    if options.http {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (PORTICO_LISTEN): {e}"))?;
+        addr = listener.local_addr()?;
+        let router = api::router(state.clone());
+        let stopped = stop.clone().cancelled_owned();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(stopped).await?;
+            Ok(())
+        }));
+    }
+    if options.worker {
+        tasks.push(tokio::spawn(jobs::run(job_context(&state), stop.clone())));
+    }
+    spawn_limiter_gc(&state, stop.clone());
+    Ok(Running { addr, state, stop, tasks })
+}
+
+/// Forgets idle rate-limit buckets so that random tokens cannot grow memory.
+fn spawn_limiter_gc(state: &AppState, stop: CancellationToken) {
+    let limiter = state.limiter.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { limiter.retain_recent(); limiter.shrink_to_fit(); }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests and jobs finish, then returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await??;
+        }
+        self.state.pool.close().await;
+        Ok(())
+    }
+
+    /// Waits until SIGTERM or Ctrl-C, then stops gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,34 @@
+//! Background jobs on apalis + Postgres. This module is the only place that
+//! knows apalis. Jobs are idempotent: apalis re-queues a job whose worker
+//! stopped heart-beating, so any job may run twice.
+//!
+//! - [`scheduler`]: the periodic fan-out. It never does a check itself; it
+//!   claims the domains that are due and enqueues one `check_domain_dns` job
+//!   each, in the same transaction as the claim.
+//! - [`dns_check`]: one DNS check for one domain.
+
+pub mod dns_check;
+pub mod scheduler;
+
+use crate::dns::DnsChecker;
+use crate::settings::Settings;
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What every job body may use.
+#[derive(Clone)]
+pub struct JobContext {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub dns: DnsChecker,
+}
+
+/// Runs the workers and the scheduler until `stop` is cancelled.
+pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
+    let worker = tokio::spawn(dns_check::worker(ctx.clone(), stop.clone()));
+    let scheduler = tokio::spawn(scheduler::run(ctx, stop));
+    worker.await??;
+    scheduler.await?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `portico-control-plane`: the API server, the job workers, migrations,
+//! tenant administration and the all-in-one development mode.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portico_control_plane::api::tenants::create_tenant;
+use portico_control_plane::app::{self, Options};
+use portico_control_plane::db;
+use portico_control_plane::db::tenants::Plan;
+use portico_control_plane::settings::{LogFormat, Settings};
+use portico_control_plane::telemetry;
+use std::collections::HashMap;
+
+#[derive(Parser)]
+#[command(name = "portico-control-plane", version, about = "Portico control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (runs migrations first unless PORTICO_MIGRATE=false).
+    Serve,
+    /// Run the background job workers.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Development mode: serve + worker in one process, a demo tenant and a ready curl command.
+    Dev,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its id and first API key (shown once) as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "free", value_parser = ["free", "pro", "enterprise"])]
+        plan: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = match &cli.command {
+        Command::Dev => dev_settings()?,
+        _ => Settings::from_env().map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
+    };
+    telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Serve => {
+            let worker = settings.worker_in_serve;
+            let running = app::start(settings, Options { http: true, worker }).await?;
+            tracing::info!(addr = %running.addr, worker, "serving");
+            running.run_until_signal().await
+        }
+        Command::Worker => {
+            let running = app::start(settings, Options { http: false, worker: true }).await?;
+            tracing::info!("worker running");
+            running.run_until_signal().await
+        }
+        Command::Migrate => {
+            let pool = db::connect(&settings.database_url, 2).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant { command: TenantCommand::Create { name, plan } } => {
+            let pool = db::connect(&settings.database_url, 2).await?;
+            if settings.run_migrations {
+                db::migrate(&pool).await?;
+            }
+            let plan = Plan::parse(&plan).context("plan must be free, pro or enterprise")?;
+            let created = create_tenant(&pool, &name, plan).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(())
+        }
+        Command::Dev => dev(settings).await,
+    }
+}
+
+/// Development defaults under whatever the environment sets.
+fn dev_settings() -> anyhow::Result<Settings> {
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    let defaults = [
+        ("PORTICO_WORKER_IN_SERVE", "true"),
+        ("PORTICO_ALLOW_LOCAL_TARGETS", "true"),
+        ("PORTICO_EDGE_IPV4", "127.0.0.1"),
+        ("PORTICO_DNS_TIMEOUT_MS", "1500"),
+    ];
+    for (k, v) in defaults {
+        env.entry(k.to_string()).or_insert_with(|| v.to_string());
+    }
+    let settings = Settings::from_sources(env).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    if settings.log_format != LogFormat::Pretty {
+        tracing::debug!("dev mode with JSON logs");
+    }
+    Ok(settings)
+}
+
+async fn dev(settings: Settings) -> anyhow::Result<()> {
+    let running = app::start(settings, Options { http: true, worker: true }).await?;
+    let created = create_tenant(&running.state.pool, "Demo tenant", Plan::Pro)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = format!("http://{}", running.addr);
+    println!();
+    println!("Portico control plane (dev) is running at {base}");
+    println!("  API docs:      {base}/v1/openapi.json");
+    println!("  demo tenant:   {}", created.tenant.id);
+    println!("  demo API key:  {}   (shown once)", created.api_key.key);
+    println!();
+    println!("Add a domain:");
+    println!("  curl -sS -X POST {base}/v1/domains \\");
+    println!("    -H 'Authorization: Bearer {}' \\", created.api_key.key);
+    println!("    -H 'Content-Type: application/json' \\");
+    println!("    -d '{{\"hostname\": \"shop.example.com\", \"target\": \"127.0.0.1:3000\"}}'");
+    println!();
+    println!("Then see what DNS it needs: curl -sS {base}/v1/domains -H 'Authorization: Bearer {}'", created.api_key.key);
+    println!("Press Ctrl-C to stop.");
+    running.run_until_signal().await
+}
