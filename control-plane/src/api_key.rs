@@ -52,7 +52,8 @@ impl PresentedKey {
     pub fn parse(token: &str) -> Result<Self, MalformedKey> {
         let rest = token.strip_prefix("ptk_").ok_or(MalformedKey)?;
         let (prefix, secret) = rest.split_once('_').ok_or(MalformedKey)?;
-        let prefix_ok = prefix.len() == PREFIX_LEN && prefix.bytes().all(|b| PREFIX_ALPHABET.contains(&b));
+        let prefix_ok =
+            prefix.len() == PREFIX_LEN && prefix.bytes().all(|b| PREFIX_ALPHABET.contains(&b));
         let secret_ok = secret.len() == 43 && URL_SAFE_NO_PAD.decode(secret).is_ok();
         if !(prefix_ok && secret_ok) {
             return Err(MalformedKey);
@@ -89,7 +90,13 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_rejected() {
-        for bad in ["", "ptk_", "ptk_abc_def", "sk_live_x", "ptk_ABCDEFGHIJ_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"] {
+        for bad in [
+            "",
+            "ptk_",
+            "ptk_abc_def",
+            "sk_live_x",
+            "ptk_ABCDEFGHIJ_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
             assert_eq!(PresentedKey::parse(bad).unwrap_err(), MalformedKey, "{bad}");
         }
     }

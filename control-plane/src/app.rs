@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A running control plane. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
@@ -33,7 +33,8 @@ pub async fn state(settings: Settings) -> anyhow::Result<AppState> {
         db::migrate(&pool).await?;
     }
     let dns = DnsChecker::new(&settings.dns)?;
-    let limiter = api::middleware::limiter(settings.limits.rate_per_second, settings.limits.rate_burst);
+    let limiter =
+        api::middleware::limiter(settings.limits.rate_per_second, settings.limits.rate_burst);
     Ok(AppState {
         pool,
         settings: Arc::new(settings),
@@ -65,7 +66,9 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
         let router = api::router(state.clone());
         let stopped = stop.clone().cancelled_owned();
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(stopped).await?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await?;
             Ok(())
         }));
     }
@@ -73,7 +76,12 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
         tasks.push(tokio::spawn(jobs::run(job_context(&state), stop.clone())));
     }
     spawn_limiter_gc(&state, stop.clone());
-    Ok(Running { addr, state, stop, tasks })
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        tasks,
+    })
 }
 
 /// Forgets idle rate-limit buckets so that random tokens cannot grow memory.
@@ -113,13 +121,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -59,7 +59,12 @@ pub struct Transition {
 }
 
 /// The status after a check. `misconfigured_after` is N (≥ 1).
-pub fn after_check(current: DomainStatus, consecutive_wrong: u32, diagnosis: &Diagnosis, misconfigured_after: u32) -> Transition {
+pub fn after_check(
+    current: DomainStatus,
+    consecutive_wrong: u32,
+    diagnosis: &Diagnosis,
+    misconfigured_after: u32,
+) -> Transition {
     let unchanged = Transition {
         status: current,
         consecutive_wrong,
@@ -101,7 +106,12 @@ pub fn after_check(current: DomainStatus, consecutive_wrong: u32, diagnosis: &Di
 /// usually fix DNS within minutes of adding a domain), then hourly; verified
 /// domains every `active_interval`; stale ones daily. `spread` ∈ [0, 1) jitters
 /// the steady-state intervals by up to ±20 % so checks do not bunch up.
-pub fn next_check_in(status: DomainStatus, attempts: u32, active_interval: Duration, spread: f64) -> Duration {
+pub fn next_check_in(
+    status: DomainStatus,
+    attempts: u32,
+    active_interval: Duration,
+    spread: f64,
+) -> Duration {
     const PENDING_BACKOFF_SECS: [u64; 6] = [30, 60, 120, 300, 600, 1800];
     let jitter = |d: Duration| d.mul_f64(0.8 + 0.4 * spread.clamp(0.0, 1.0));
     match status {
@@ -134,7 +144,10 @@ mod tests {
     #[test]
     fn pending_becomes_active_only_on_an_ok_verdict() {
         let t = after_check(DomainStatus::Pending, 0, &diag(Verdict::Ok, Verdict::Ok), 3);
-        assert_eq!((t.status, t.event), (DomainStatus::Active, Some(EventType::DomainVerified)));
+        assert_eq!(
+            (t.status, t.event),
+            (DomainStatus::Active, Some(EventType::DomainVerified))
+        );
         for v in [Verdict::Wrong, Verdict::Unknown] {
             let t = after_check(DomainStatus::Pending, 0, &diag(v, Verdict::Ok), 3);
             assert_eq!((t.status, t.event), (DomainStatus::Pending, None));
@@ -157,36 +170,70 @@ mod tests {
         assert_eq!(state, (DomainStatus::Active, 2));
         assert!(events.is_empty());
         let t = after_check(state.0, state.1, &wrong, 3);
-        assert_eq!((t.status, t.event), (DomainStatus::Misconfigured, Some(EventType::DomainMisconfigured)));
+        assert_eq!(
+            (t.status, t.event),
+            (
+                DomainStatus::Misconfigured,
+                Some(EventType::DomainMisconfigured)
+            )
+        );
     }
 
     #[test]
     fn one_good_check_resets_the_count() {
         let t = after_check(DomainStatus::Active, 2, &diag(Verdict::Ok, Verdict::Ok), 3);
-        assert_eq!((t.status, t.consecutive_wrong, t.event), (DomainStatus::Active, 0, None));
+        assert_eq!(
+            (t.status, t.consecutive_wrong, t.event),
+            (DomainStatus::Active, 0, None)
+        );
         // Ownership is proven once; losing the TXT record later is not a routing problem.
-        let t = after_check(DomainStatus::Active, 2, &diag(Verdict::Wrong, Verdict::Ok), 3);
+        let t = after_check(
+            DomainStatus::Active,
+            2,
+            &diag(Verdict::Wrong, Verdict::Ok),
+            3,
+        );
         assert_eq!(t.consecutive_wrong, 0);
     }
 
     #[test]
     fn misconfigured_recovers_when_routing_is_fixed() {
-        let t = after_check(DomainStatus::Misconfigured, 0, &diag(Verdict::Ok, Verdict::Ok), 3);
-        assert_eq!((t.status, t.event), (DomainStatus::Active, Some(EventType::DomainRecovered)));
-        let t = after_check(DomainStatus::Misconfigured, 0, &diag(Verdict::Unknown, Verdict::Unknown), 3);
+        let t = after_check(
+            DomainStatus::Misconfigured,
+            0,
+            &diag(Verdict::Ok, Verdict::Ok),
+            3,
+        );
+        assert_eq!(
+            (t.status, t.event),
+            (DomainStatus::Active, Some(EventType::DomainRecovered))
+        );
+        let t = after_check(
+            DomainStatus::Misconfigured,
+            0,
+            &diag(Verdict::Unknown, Verdict::Unknown),
+            3,
+        );
         assert_eq!((t.status, t.event), (DomainStatus::Misconfigured, None));
     }
 
     #[test]
     fn threshold_of_one_flips_on_the_first_wrong_check() {
-        let t = after_check(DomainStatus::Active, 0, &diag(Verdict::Wrong, Verdict::Wrong), 1);
+        let t = after_check(
+            DomainStatus::Active,
+            0,
+            &diag(Verdict::Wrong, Verdict::Wrong),
+            1,
+        );
         assert_eq!(t.status, DomainStatus::Misconfigured);
     }
 
     #[test]
     fn schedule_backs_off_for_pending_and_spreads_active() {
         let five_min = Duration::from_secs(300);
-        let firsts: Vec<_> = (0..7).map(|a| next_check_in(DomainStatus::Pending, a, five_min, 0.5)).collect();
+        let firsts: Vec<_> = (0..7)
+            .map(|a| next_check_in(DomainStatus::Pending, a, five_min, 0.5))
+            .collect();
         assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
         assert_eq!(firsts[6], Duration::from_secs(3600));
         let lo = next_check_in(DomainStatus::Active, 0, five_min, 0.0);

@@ -12,7 +12,11 @@ use portico_control_plane::telemetry;
 use std::collections::HashMap;
 
 #[derive(Parser)]
-#[command(name = "portico-control-plane", version, about = "Portico control plane")]
+#[command(
+    name = "portico-control-plane",
+    version,
+    about = "Portico control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,14 @@ async fn main() -> anyhow::Result<()> {
             running.run_until_signal().await
         }
         Command::Worker => {
-            let running = app::start(settings, Options { http: false, worker: true }).await?;
+            let running = app::start(
+                settings,
+                Options {
+                    http: false,
+                    worker: true,
+                },
+            )
+            .await?;
             tracing::info!("worker running");
             running.run_until_signal().await
         }
@@ -72,13 +83,17 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Tenant { command: TenantCommand::Create { name, plan } } => {
+        Command::Tenant {
+            command: TenantCommand::Create { name, plan },
+        } => {
             let pool = db::connect(&settings.database_url, 2).await?;
             if settings.run_migrations {
                 db::migrate(&pool).await?;
             }
             let plan = Plan::parse(&plan).context("plan must be free, pro or enterprise")?;
-            let created = create_tenant(&pool, &name, plan).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let created = create_tenant(&pool, &name, plan)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(())
         }
@@ -98,7 +113,8 @@ fn dev_settings() -> anyhow::Result<Settings> {
     for (k, v) in defaults {
         env.entry(k.to_string()).or_insert_with(|| v.to_string());
     }
-    let settings = Settings::from_sources(env).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let settings =
+        Settings::from_sources(env).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
     if settings.log_format != LogFormat::Pretty {
         tracing::debug!("dev mode with JSON logs");
     }
@@ -106,7 +122,14 @@ fn dev_settings() -> anyhow::Result<Settings> {
 }
 
 async fn dev(settings: Settings) -> anyhow::Result<()> {
-    let running = app::start(settings, Options { http: true, worker: true }).await?;
+    let running = app::start(
+        settings,
+        Options {
+            http: true,
+            worker: true,
+        },
+    )
+    .await?;
     let created = create_tenant(&running.state.pool, "Demo tenant", Plan::Pro)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -123,7 +146,10 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
     println!("    -H 'Content-Type: application/json' \\");
     println!("    -d '{{\"hostname\": \"shop.example.com\", \"target\": \"127.0.0.1:3000\"}}'");
     println!();
-    println!("Then see what DNS it needs: curl -sS {base}/v1/domains -H 'Authorization: Bearer {}'", created.api_key.key);
+    println!(
+        "Then see what DNS it needs: curl -sS {base}/v1/domains -H 'Authorization: Bearer {}'",
+        created.api_key.key
+    );
     println!("Press Ctrl-C to stop.");
     running.run_until_signal().await
 }

@@ -157,13 +157,20 @@ impl Settings {
 }
 
 fn platform_settings(raw: &Raw) -> Result<PlatformSettings, SettingsError> {
-    let target = raw.get("PORTICO_CNAME_TARGET").unwrap_or("edge.portico.localhost");
+    let target = raw
+        .get("PORTICO_CNAME_TARGET")
+        .unwrap_or("edge.portico.localhost");
     let cname_target = Hostname::parse(target, &HostnamePolicy::default())
         .or_else(|_| localhost_target(target))
         .map_err(|e| err("PORTICO_CNAME_TARGET", &e))?;
-    let edge_ipv4 = raw.list("PORTICO_EDGE_IPV4", |s| Ipv4Addr::from_str(s).map_err(|e| e.to_string()))?;
-    let edge_ipv6 = raw.list("PORTICO_EDGE_IPV6", |s| Ipv6Addr::from_str(s).map_err(|e| e.to_string()))?;
-    let mut reserved_suffixes = raw.list("PORTICO_RESERVED_SUFFIXES", |s| Ok(s.to_ascii_lowercase()))?;
+    let edge_ipv4 = raw.list("PORTICO_EDGE_IPV4", |s| {
+        Ipv4Addr::from_str(s).map_err(|e| e.to_string())
+    })?;
+    let edge_ipv6 = raw.list("PORTICO_EDGE_IPV6", |s| {
+        Ipv6Addr::from_str(s).map_err(|e| e.to_string())
+    })?;
+    let mut reserved_suffixes =
+        raw.list("PORTICO_RESERVED_SUFFIXES", |s| Ok(s.to_ascii_lowercase()))?;
     // The platform's own target is always reserved: a tenant must never claim it.
     reserved_suffixes.push(cname_target.registrable_domain().to_string());
     Ok(PlatformSettings {
@@ -184,7 +191,8 @@ fn platform_settings(raw: &Raw) -> Result<PlatformSettings, SettingsError> {
 fn localhost_target(target: &str) -> Result<Hostname, String> {
     let t = target.trim_end_matches('.').to_ascii_lowercase();
     let ok = t.ends_with(".localhost")
-        && t.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        && t.split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     if ok {
         Ok(Hostname::from_stored(t))
     } else {
@@ -231,7 +239,11 @@ fn read_toml(path: &str) -> Result<Vec<(String, String)>, SettingsError> {
             toml::Value::String(s) => s,
             toml::Value::Array(items) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             other => other.to_string(),
@@ -275,7 +287,11 @@ impl Raw {
         }
     }
 
-    fn list<T>(&self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, SettingsError> {
+    fn list<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, SettingsError> {
         match self.get(name) {
             None => Ok(Vec::new()),
             Some(v) => v
@@ -293,7 +309,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -301,20 +320,36 @@ mod tests {
         let s = Settings::from_sources(env(&[("DATABASE_URL", "postgres://u:pw@h/db")])).unwrap();
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.checks.misconfigured_after, 3);
-        assert!(!format!("{s:?}").contains("pw@"), "secrets must not reach Debug output");
+        assert!(
+            !format!("{s:?}").contains("pw@"),
+            "secrets must not reach Debug output"
+        );
     }
 
     #[test]
     fn errors_name_the_variable() {
         let e = Settings::from_sources(env(&[])).unwrap_err();
         assert_eq!(e.variable, "DATABASE_URL");
-        let e = Settings::from_sources(env(&[("DATABASE_URL", "x"), ("PORTICO_LISTEN", "nope")])).unwrap_err();
+        let e = Settings::from_sources(env(&[("DATABASE_URL", "x"), ("PORTICO_LISTEN", "nope")]))
+            .unwrap_err();
         assert_eq!(e.variable, "PORTICO_LISTEN");
-        let e = Settings::from_sources(env(&[("DATABASE_URL", "x"), ("PORTICO_EDGE_IPV4", "1.2.3")])).unwrap_err();
+        let e = Settings::from_sources(env(&[
+            ("DATABASE_URL", "x"),
+            ("PORTICO_EDGE_IPV4", "1.2.3"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.variable, "PORTICO_EDGE_IPV4");
-        let e = Settings::from_sources(env(&[("DATABASE_URL", "x"), ("PORTICO_OPERATOR_TOKEN", "short")])).unwrap_err();
+        let e = Settings::from_sources(env(&[
+            ("DATABASE_URL", "x"),
+            ("PORTICO_OPERATOR_TOKEN", "short"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.variable, "PORTICO_OPERATOR_TOKEN");
-        let e = Settings::from_sources(env(&[("DATABASE_URL", "x"), ("PORTICO_RATE_LIMIT_BURST", "0")])).unwrap_err();
+        let e = Settings::from_sources(env(&[
+            ("DATABASE_URL", "x"),
+            ("PORTICO_RATE_LIMIT_BURST", "0"),
+        ]))
+        .unwrap_err();
         assert_eq!(e.variable, "PORTICO_RATE_LIMIT_BURST");
     }
 
@@ -337,7 +372,15 @@ mod tests {
 
     #[test]
     fn the_platform_target_is_reserved() {
-        let s = Settings::from_sources(env(&[("DATABASE_URL", "x"), ("PORTICO_CNAME_TARGET", "edge.portico.test")])).unwrap();
-        assert!(s.platform.reserved_suffixes.contains(&"portico.test".to_string()));
+        let s = Settings::from_sources(env(&[
+            ("DATABASE_URL", "x"),
+            ("PORTICO_CNAME_TARGET", "edge.portico.test"),
+        ]))
+        .unwrap();
+        assert!(
+            s.platform
+                .reserved_suffixes
+                .contains(&"portico.test".to_string())
+        );
     }
 }

@@ -26,7 +26,9 @@ pub enum TargetError {
     BadPort,
     #[error("target host {0:?} is not a valid hostname or IP address")]
     BadHost(String),
-    #[error("target {0:?} points at a loopback, link-local, multicast or unspecified address; the edge will not proxy there")]
+    #[error(
+        "target {0:?} points at a loopback, link-local, multicast or unspecified address; the edge will not proxy there"
+    )]
     LocalAddress(String),
 }
 
@@ -46,7 +48,8 @@ impl Target {
         if rest.contains(['/', '?', '#', '@']) {
             return Err(TargetError::HasPath(shown));
         }
-        let (host, port) = split_host_port(rest, scheme_tls).ok_or(TargetError::Malformed(shown.clone()))?;
+        let (host, port) =
+            split_host_port(rest, scheme_tls).ok_or(TargetError::Malformed(shown.clone()))?;
         let port: u16 = port.parse().map_err(|_| TargetError::BadPort)?;
         if port == 0 {
             return Err(TargetError::BadPort);
@@ -55,7 +58,11 @@ impl Target {
         if !allow_local && is_local(&host) {
             return Err(TargetError::LocalAddress(shown));
         }
-        Ok(Target { host, port, scheme_tls })
+        Ok(Target {
+            host,
+            port,
+            scheme_tls,
+        })
     }
 
     /// The value read back from our own database (`host:port`).
@@ -117,16 +124,26 @@ fn canonical_host(host: &str) -> Option<String> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     (host.len() <= 253 && host.split('.').all(ldh)).then_some(host)
 }
 
 fn is_local(host: &str) -> bool {
     match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast(),
+        Ok(IpAddr::V4(ip)) => {
+            ip.is_loopback()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+        }
         Ok(IpAddr::V6(ip)) => {
-            ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || (ip.segments()[0] & 0xffc0) == 0xfe80
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
         }
         Err(_) => host == "localhost" || host.ends_with(".localhost"),
     }
@@ -155,16 +172,43 @@ mod tests {
 
     #[test]
     fn bad_targets_are_rejected_with_a_reason() {
-        assert!(matches!(Target::parse("app.example.com", false), Err(TargetError::Malformed(_))));
-        assert!(matches!(Target::parse("ftp://x.com", false), Err(TargetError::Malformed(_))));
-        assert!(matches!(Target::parse("https://x.com/path", false), Err(TargetError::HasPath(_))));
-        assert!(matches!(Target::parse("https://u:p@x.com", false), Err(TargetError::HasPath(_))));
+        assert!(matches!(
+            Target::parse("app.example.com", false),
+            Err(TargetError::Malformed(_))
+        ));
+        assert!(matches!(
+            Target::parse("ftp://x.com", false),
+            Err(TargetError::Malformed(_))
+        ));
+        assert!(matches!(
+            Target::parse("https://x.com/path", false),
+            Err(TargetError::HasPath(_))
+        ));
+        assert!(matches!(
+            Target::parse("https://u:p@x.com", false),
+            Err(TargetError::HasPath(_))
+        ));
         assert_eq!(Target::parse("x.com:0", false), Err(TargetError::BadPort));
-        assert_eq!(Target::parse("x.com:70000", false), Err(TargetError::BadPort));
-        assert!(matches!(Target::parse("bad host:80", false), Err(TargetError::BadHost(_))));
-        assert!(matches!(Target::parse("127.0.0.1:80", false), Err(TargetError::LocalAddress(_))));
-        assert!(matches!(Target::parse("169.254.169.254:80", false), Err(TargetError::LocalAddress(_))));
-        assert!(matches!(Target::parse("[::1]:80", false), Err(TargetError::LocalAddress(_))));
+        assert_eq!(
+            Target::parse("x.com:70000", false),
+            Err(TargetError::BadPort)
+        );
+        assert!(matches!(
+            Target::parse("bad host:80", false),
+            Err(TargetError::BadHost(_))
+        ));
+        assert!(matches!(
+            Target::parse("127.0.0.1:80", false),
+            Err(TargetError::LocalAddress(_))
+        ));
+        assert!(matches!(
+            Target::parse("169.254.169.254:80", false),
+            Err(TargetError::LocalAddress(_))
+        ));
+        assert!(matches!(
+            Target::parse("[::1]:80", false),
+            Err(TargetError::LocalAddress(_))
+        ));
         assert!(Target::parse("127.0.0.1:80", true).is_ok());
     }
 }

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 
 /// The admin connection string: `DATABASE_URL`, else the local trust default.
 pub fn admin_database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Creates an empty database for one test and returns its URL.
@@ -26,10 +27,17 @@ pub async fn fresh_database() -> anyhow::Result<String> {
         .with_context(|| "cannot reach Postgres at DATABASE_URL (scripts/test starts one)")?;
     let name = format!("portico_test_{}", uuid::Uuid::now_v7().simple());
     // `name` is generated above from a UUID: no outside input reaches this SQL.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
-    let (base, _) = admin.rsplit_once('/').context("DATABASE_URL has no database name")?;
-    let params = admin.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let (base, _) = admin
+        .rsplit_once('/')
+        .context("DATABASE_URL has no database name")?;
+    let params = admin
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     Ok(format!("{base}/{name}{params}"))
 }
 
@@ -45,7 +53,14 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the API (no workers) with test defaults overridden by `vars`.
     pub async fn spawn(vars: &[(&str, &str)]) -> anyhow::Result<TestApp> {
-        Self::spawn_with(vars, Options { http: true, worker: false }).await
+        Self::spawn_with(
+            vars,
+            Options {
+                http: true,
+                worker: false,
+            },
+        )
+        .await
     }
 
     pub async fn spawn_with(vars: &[(&str, &str)], options: Options) -> anyhow::Result<TestApp> {
@@ -97,16 +112,33 @@ impl TestApp {
             .json(&serde_json::json!({"name": "Acme", "plan": plan}))
             .send()
             .await?;
-        anyhow::ensure!(resp.status() == 201, "tenant create: {} {}", resp.status(), resp.text().await?);
+        anyhow::ensure!(
+            resp.status() == 201,
+            "tenant create: {} {}",
+            resp.status(),
+            resp.text().await?
+        );
         let body: Value = resp.json().await?;
         Ok((
-            body["tenant"]["id"].as_str().context("tenant id")?.to_string(),
-            body["api_key"]["key"].as_str().context("api key")?.to_string(),
+            body["tenant"]["id"]
+                .as_str()
+                .context("tenant id")?
+                .to_string(),
+            body["api_key"]["key"]
+                .as_str()
+                .context("api key")?
+                .to_string(),
         ))
     }
 
     /// Sends a request with an API key and returns (status, JSON body or Null).
-    pub async fn call(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
@@ -114,16 +146,21 @@ impl TestApp {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok((status, json))
     }
 
     /// Row count of a table in this app's database (to prove nothing was stored).
     pub async fn count(&self, table: &'static str) -> anyhow::Result<i64> {
         // `table` is a literal from the test source.
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(&self.running().state.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&self.running().state.pool)
+                .await?;
         Ok(n)
     }
 

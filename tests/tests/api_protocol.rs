@@ -28,10 +28,17 @@ async fn idempotency_key_replays_and_detects_reuse() -> anyhow::Result<()> {
     assert_eq!(first["id"], second["id"]);
     assert_eq!(app.count("domains").await?, 1);
 
-    let other = post(json!({"hostname": "other.example.com", "target": "a.example.net:80"}), "k-1").await?;
+    let other = post(
+        json!({"hostname": "other.example.com", "target": "a.example.net:80"}),
+        "k-1",
+    )
+    .await?;
     assert_eq!(other.status(), 422);
     let other: Value = other.json().await?;
-    assert_eq!(other["type"], "https://portico.dev/problems/idempotency_key_reused");
+    assert_eq!(
+        other["type"],
+        "https://portico.dev/problems/idempotency_key_reused"
+    );
 
     // A validation failure is a final answer too and is replayed as such.
     let bad = json!({"hostname": "co.uk", "target": "a.example.net:80"});
@@ -40,19 +47,30 @@ async fn idempotency_key_replays_and_detects_reuse() -> anyhow::Result<()> {
     assert_eq!(app.count("domains").await?, 1);
 
     // Without a key, the same body is a second attempt, which conflicts.
-    let (status, _) = app.call(Method::POST, "/v1/domains", &key, Some(body)).await?;
+    let (status, _) = app
+        .call(Method::POST, "/v1/domains", &key, Some(body))
+        .await?;
     assert_eq!(status, 409);
     app.stop().await
 }
 
 #[tokio::test]
 async fn each_key_is_rate_limited_with_retry_after() -> anyhow::Result<()> {
-    let app = TestApp::spawn(&[("PORTICO_RATE_LIMIT_PER_SECOND", "1"), ("PORTICO_RATE_LIMIT_BURST", "3")]).await?;
+    let app = TestApp::spawn(&[
+        ("PORTICO_RATE_LIMIT_PER_SECOND", "1"),
+        ("PORTICO_RATE_LIMIT_BURST", "3"),
+    ])
+    .await?;
     let (_, a) = app.tenant("free").await?;
     let (_, b) = app.tenant("free").await?;
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let resp = app.http.get(app.url("/v1/domains")).bearer_auth(&a).send().await?;
+        let resp = app
+            .http
+            .get(app.url("/v1/domains"))
+            .bearer_auth(&a)
+            .send()
+            .await?;
         statuses.push(resp.status().as_u16());
         if resp.status() == 429 {
             let retry: u64 = resp.headers()["retry-after"].to_str()?.parse()?;
@@ -64,7 +82,12 @@ async fn each_key_is_rate_limited_with_retry_after() -> anyhow::Result<()> {
     assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(statuses[0], 200);
     // Another key has its own budget.
-    let resp = app.http.get(app.url("/v1/domains")).bearer_auth(&b).send().await?;
+    let resp = app
+        .http
+        .get(app.url("/v1/domains"))
+        .bearer_auth(&b)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 200);
     app.stop().await
 }
@@ -75,7 +98,12 @@ async fn health_readiness_and_request_ids() -> anyhow::Result<()> {
     let resp = app.http.get(app.url("/healthz")).send().await?;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
-    let resp = app.http.get(app.url("/readyz")).header("x-request-id", "abc-123").send().await?;
+    let resp = app
+        .http
+        .get(app.url("/readyz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await?;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     let body: Value = resp.json().await?;
@@ -87,18 +115,45 @@ async fn health_readiness_and_request_ids() -> anyhow::Result<()> {
 async fn operator_endpoints_need_the_operator_token() -> anyhow::Result<()> {
     let app = TestApp::spawn(&[]).await?;
     let body = json!({"name": "X"});
-    let resp = app.http.post(app.url("/v1/tenants")).json(&body).send().await?;
+    let resp = app
+        .http
+        .post(app.url("/v1/tenants"))
+        .json(&body)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 401);
-    let resp = app.http.post(app.url("/v1/tenants")).bearer_auth("wrong-token-wrong-token-wrong-token").json(&body).send().await?;
+    let resp = app
+        .http
+        .post(app.url("/v1/tenants"))
+        .bearer_auth("wrong-token-wrong-token-wrong-token")
+        .json(&body)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 401);
     let (id, _) = app.tenant("enterprise").await?;
-    let resp = app.http.get(app.url(&format!("/v1/tenants/{id}"))).bearer_auth(OPERATOR_TOKEN).send().await?;
+    let resp = app
+        .http
+        .get(app.url(&format!("/v1/tenants/{id}")))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 200);
     let t: Value = resp.json().await?;
     assert_eq!(t["plan"], "enterprise");
-    let resp = app.http.get(app.url("/v1/tenants/00000000-0000-0000-0000-000000000000")).bearer_auth(OPERATOR_TOKEN).send().await?;
+    let resp = app
+        .http
+        .get(app.url("/v1/tenants/00000000-0000-0000-0000-000000000000"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 404);
-    let resp = app.http.post(app.url("/v1/tenants")).bearer_auth(OPERATOR_TOKEN).json(&json!({"name": "  "})).send().await?;
+    let resp = app
+        .http
+        .post(app.url("/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": "  "}))
+        .send()
+        .await?;
     assert_eq!(resp.status(), 422);
     app.stop().await
 }
@@ -106,7 +161,13 @@ async fn operator_endpoints_need_the_operator_token() -> anyhow::Result<()> {
 #[tokio::test]
 async fn openapi_lists_every_route_with_its_errors() -> anyhow::Result<()> {
     let app = TestApp::spawn(&[]).await?;
-    let doc: Value = app.http.get(app.url("/v1/openapi.json")).send().await?.json().await?;
+    let doc: Value = app
+        .http
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let expected = [
         ("/v1/domains", "post"),
         ("/v1/domains", "get"),
@@ -128,12 +189,30 @@ async fn openapi_lists_every_route_with_its_errors() -> anyhow::Result<()> {
     ];
     let paths = doc["paths"].as_object().unwrap();
     let listed: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(listed, expected.len(), "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(
+        listed,
+        expected.len(),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
     for (path, method) in expected {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
     }
-    for schema in ["Problem", "DomainView", "Diagnosis", "Reason", "CreateDomain", "BatchResponse"] {
-        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    for schema in [
+        "Problem",
+        "DomainView",
+        "Diagnosis",
+        "Reason",
+        "CreateDomain",
+        "BatchResponse",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
     }
     assert!(doc["paths"]["/v1/domains"]["post"]["responses"]["409"].is_object());
     app.stop().await

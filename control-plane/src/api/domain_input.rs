@@ -89,8 +89,16 @@ impl Errors<'_> {
     }
 }
 
-pub fn parse_new(input: CreateDomain, settings: &Settings, plan: Plan, prefix: &str) -> Result<NewDomain, Vec<FieldError>> {
-    let mut errors = Errors { prefix, list: Vec::new() };
+pub fn parse_new(
+    input: CreateDomain,
+    settings: &Settings,
+    plan: Plan,
+    prefix: &str,
+) -> Result<NewDomain, Vec<FieldError>> {
+    let mut errors = Errors {
+        prefix,
+        list: Vec::new(),
+    };
     let policy = settings.platform.hostname_policy(plan.allows_wildcards());
     let hostname = match Hostname::parse(&input.hostname, &policy) {
         Ok(h) => Some(h),
@@ -101,8 +109,13 @@ pub fn parse_new(input: CreateDomain, settings: &Settings, plan: Plan, prefix: &
     };
     let targets = parse_targets(&input.target, settings, &mut errors);
     let target_tls = resolve_target_tls(targets.as_deref(), input.target_tls, &mut errors);
-    let redirects = input.redirect.as_ref().map(|r| parse_redirects(r, &mut errors)).unwrap_or_default();
-    let custom_metadata = parse_metadata(input.custom_metadata, &mut errors).unwrap_or_else(|| serde_json::json!({}));
+    let redirects = input
+        .redirect
+        .as_ref()
+        .map(|r| parse_redirects(r, &mut errors))
+        .unwrap_or_default();
+    let custom_metadata =
+        parse_metadata(input.custom_metadata, &mut errors).unwrap_or_else(|| serde_json::json!({}));
     match (hostname, targets) {
         (Some(hostname), Some(targets)) if errors.list.is_empty() => Ok(NewDomain {
             id: DomainId::generate(),
@@ -119,17 +132,33 @@ pub fn parse_new(input: CreateDomain, settings: &Settings, plan: Plan, prefix: &
     }
 }
 
-pub fn parse_changes(input: UpdateDomain, settings: &Settings) -> Result<DomainChanges, Vec<FieldError>> {
-    let mut errors = Errors { prefix: "", list: Vec::new() };
+pub fn parse_changes(
+    input: UpdateDomain,
+    settings: &Settings,
+) -> Result<DomainChanges, Vec<FieldError>> {
+    let mut errors = Errors {
+        prefix: "",
+        list: Vec::new(),
+    };
     if input.hostname.is_some() {
-        errors.push("hostname", "immutable", "the hostname cannot be changed; delete the domain and add the new name");
+        errors.push(
+            "hostname",
+            "immutable",
+            "the hostname cannot be changed; delete the domain and add the new name",
+        );
     }
-    let targets = input.target.as_ref().and_then(|t| parse_targets(t, settings, &mut errors));
+    let targets = input
+        .target
+        .as_ref()
+        .and_then(|t| parse_targets(t, settings, &mut errors));
     let target_tls = match (&targets, input.target_tls) {
         (Some(t), explicit) => Some(resolve_target_tls(Some(t), explicit, &mut errors)),
         (None, explicit) => explicit,
     };
-    let redirects = input.redirect.as_ref().map(|r| parse_redirects(r, &mut errors));
+    let redirects = input
+        .redirect
+        .as_ref()
+        .map(|r| parse_redirects(r, &mut errors));
     let custom_metadata = parse_metadata(input.custom_metadata, &mut errors);
     if !errors.list.is_empty() {
         return Err(errors.list);
@@ -146,20 +175,35 @@ pub fn parse_changes(input: UpdateDomain, settings: &Settings) -> Result<DomainC
 
 fn parse_targets(value: &Value, settings: &Settings, errors: &mut Errors) -> Option<Vec<Target>> {
     let items: Vec<(String, &Value)> = match value {
-        Value::Array(a) => a.iter().enumerate().map(|(i, v)| (format!("target[{i}]"), v)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("target[{i}]"), v))
+            .collect(),
         other => vec![("target".to_string(), other)],
     };
     if items.is_empty() || items.len() > MAX_TARGETS {
-        errors.push("target", "target_count", format!("give between 1 and {MAX_TARGETS} targets"));
+        errors.push(
+            "target",
+            "target_count",
+            format!("give between 1 and {MAX_TARGETS} targets"),
+        );
         return None;
     }
     let before = errors.list.len();
     let mut out = Vec::new();
     for (field, v) in items {
-        match v.as_str().map(|s| Target::parse(s, settings.platform.allow_local_targets)) {
+        match v
+            .as_str()
+            .map(|s| Target::parse(s, settings.platform.allow_local_targets))
+        {
             Some(Ok(t)) => out.push(t),
             Some(Err(e)) => errors.push(&field, "invalid_target", e.to_string()),
-            None => errors.push(&field, "invalid_type", "a target is a string like `app.example.com:443`"),
+            None => errors.push(
+                &field,
+                "invalid_type",
+                "a target is a string like `app.example.com:443`",
+            ),
         }
     }
     (errors.list.len() == before).then_some(out)
@@ -167,15 +211,31 @@ fn parse_targets(value: &Value, settings: &Settings, errors: &mut Errors) -> Opt
 
 /// TLS to the upstream: explicit value, else implied by `https://` targets.
 /// Mixed `http://` and `https://` targets, or a contradicting explicit value, are errors.
-fn resolve_target_tls(targets: Option<&[Target]>, explicit: Option<bool>, errors: &mut Errors) -> bool {
-    let schemes: Vec<bool> = targets.unwrap_or_default().iter().filter_map(Target::scheme_tls).collect();
+fn resolve_target_tls(
+    targets: Option<&[Target]>,
+    explicit: Option<bool>,
+    errors: &mut Errors,
+) -> bool {
+    let schemes: Vec<bool> = targets
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Target::scheme_tls)
+        .collect();
     let implied = schemes.first().copied();
     if schemes.iter().any(|s| Some(*s) != implied) {
-        errors.push("target", "mixed_schemes", "all targets must use the same scheme");
+        errors.push(
+            "target",
+            "mixed_schemes",
+            "all targets must use the same scheme",
+        );
     }
     match (explicit, implied) {
         (Some(e), Some(i)) if e != i => {
-            errors.push("target_tls", "conflict", format!("target_tls is {e} but the target URL scheme says {i}"));
+            errors.push(
+                "target_tls",
+                "conflict",
+                format!("target_tls is {e} but the target URL scheme says {i}"),
+            );
             e
         }
         (Some(e), _) => e,
@@ -199,11 +259,19 @@ fn parse_redirects(value: &Value, errors: &mut Errors) -> Vec<String> {
                     out.push(rule.to_string());
                 }
             }
-            _ => errors.push("redirect", "invalid_redirect", format!("redirect rules are {}", REDIRECT_RULES.join(", "))),
+            _ => errors.push(
+                "redirect",
+                "invalid_redirect",
+                format!("redirect rules are {}", REDIRECT_RULES.join(", ")),
+            ),
         }
     }
     if out.iter().any(|r| r == "www_to_apex") && out.iter().any(|r| r == "apex_to_www") {
-        errors.push("redirect", "conflict", "www_to_apex and apex_to_www together would loop");
+        errors.push(
+            "redirect",
+            "conflict",
+            "www_to_apex and apex_to_www together would loop",
+        );
     }
     out
 }
@@ -211,10 +279,16 @@ fn parse_redirects(value: &Value, errors: &mut Errors) -> Vec<String> {
 fn parse_metadata(value: Option<Value>, errors: &mut Errors) -> Option<Value> {
     let value = value?;
     if !value.is_object() {
-        errors.push("custom_metadata", "invalid_type", "custom_metadata must be a JSON object");
+        errors.push(
+            "custom_metadata",
+            "invalid_type",
+            "custom_metadata must be a JSON object",
+        );
         return None;
     }
-    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         errors.push(
             "custom_metadata",

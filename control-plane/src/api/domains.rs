@@ -16,8 +16,8 @@ use crate::ids::DomainId;
 use crate::settings::Settings;
 use crate::verification;
 use axum::Json;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,10 @@ impl DomainView {
             verification: VerificationView {
                 records: verification::expected_for(settings, d).records(),
             },
-            dns: d.dns_diagnosis.clone().and_then(|v| serde_json::from_value(v).ok()),
+            dns: d
+                .dns_diagnosis
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
             dns_checked_at: d.dns_checked_at,
             verified_at: d.verified_at,
             created_at: d.created_at,
@@ -147,12 +150,15 @@ pub async fn create(
     auth: TenantAuth,
     JsonBody(input): JsonBody<CreateDomain>,
 ) -> Result<(StatusCode, Json<DomainView>), ApiError> {
-    let parsed = domain_input::parse_new(input, &state.settings, auth.tenant.plan, "").map_err(ApiError::from_fields)?;
+    let parsed = domain_input::parse_new(input, &state.settings, auth.tenant.plan, "")
+        .map_err(ApiError::from_fields)?;
     let mut results = insert_batch(&state, &auth.tenant, vec![Ok(parsed)]).await?;
     match results.pop() {
         Some(Ok(view)) => Ok((StatusCode::CREATED, Json(view))),
         Some(Err(e)) => Err(e),
-        None => Err(ApiError::Internal(anyhow::anyhow!("batch insert returned no result"))),
+        None => Err(ApiError::Internal(anyhow::anyhow!(
+            "batch insert returned no result"
+        ))),
     }
 }
 
@@ -167,7 +173,11 @@ pub async fn create_batch(
     JsonBody(input): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if input.items.is_empty() || input.items.len() > MAX_BATCH {
-        return Err(ApiError::field("items", "batch_size", format!("give between 1 and {MAX_BATCH} items")));
+        return Err(ApiError::field(
+            "items",
+            "batch_size",
+            format!("give between 1 and {MAX_BATCH} items"),
+        ));
     }
     let parsed: Vec<Result<NewDomain, ApiError>> = input
         .items
@@ -185,12 +195,22 @@ pub async fn create_batch(
         let result = match outcome {
             Ok(view) => {
                 response.created += 1;
-                BatchResult { index, status: 201, domain: Some(view), error: None }
+                BatchResult {
+                    index,
+                    status: 201,
+                    domain: Some(view),
+                    error: None,
+                }
             }
             Err(e) => {
                 response.failed += 1;
                 let problem = e.problem();
-                BatchResult { index, status: problem.status, domain: None, error: Some(problem) }
+                BatchResult {
+                    index,
+                    status: problem.status,
+                    domain: None,
+                    error: Some(problem),
+                }
             }
         };
         response.results.push(result);
@@ -198,14 +218,22 @@ pub async fn create_batch(
     Ok(Json(response))
 }
 
-fn parse_batch_item(settings: &Settings, tenant: &Tenant, i: usize, raw: serde_json::Value) -> Result<NewDomain, ApiError> {
+fn parse_batch_item(
+    settings: &Settings,
+    tenant: &Tenant,
+    i: usize,
+    raw: serde_json::Value,
+) -> Result<NewDomain, ApiError> {
     let prefix = format!("items[{i}].");
     let bytes = serde_json::to_vec(&raw).unwrap_or_default();
     let input: CreateDomain = super::extract::parse_json(&bytes).map_err(|e| match e {
         ApiError::Validation { errors, .. } => ApiError::from_fields(
             errors
                 .into_iter()
-                .map(|f| FieldError { field: format!("{prefix}{}", f.field.trim_start_matches('.')), ..f })
+                .map(|f| FieldError {
+                    field: format!("{prefix}{}", f.field.trim_start_matches('.')),
+                    ..f
+                })
                 .collect(),
         ),
         other => other,
@@ -223,8 +251,13 @@ async fn insert_batch(
     let quota = state.settings.limits.quota_for(tenant.plan);
     let mut tx = state.pool.begin().await?;
     db::tenants::lock(&mut *tx, tenant.id).await?;
-    let existing = u64::try_from(db::domains::count_for_tenant(&mut *tx, tenant.id).await?).unwrap_or(0);
-    let mut room = if quota == 0 { u64::MAX } else { quota.saturating_sub(existing) };
+    let existing =
+        u64::try_from(db::domains::count_for_tenant(&mut *tx, tenant.id).await?).unwrap_or(0);
+    let mut room = if quota == 0 {
+        u64::MAX
+    } else {
+        quota.saturating_sub(existing)
+    };
     let mut seen = HashSet::new();
     let mut outcomes: Vec<Result<String, ApiError>> = Vec::with_capacity(items.len());
     let mut to_insert = Vec::new();
@@ -245,10 +278,20 @@ async fn insert_batch(
         });
     }
     let inserted = db::domains::insert_many(&mut *tx, tenant.id, &to_insert).await?;
-    let views: Vec<DomainView> = inserted.iter().map(|d| DomainView::new(&state.settings, d)).collect();
+    let views: Vec<DomainView> = inserted
+        .iter()
+        .map(|d| DomainView::new(&state.settings, d))
+        .collect();
     let subjects: Vec<uuid::Uuid> = views.iter().map(|v| v.id).collect();
     let data: Vec<serde_json::Value> = views.iter().map(DomainView::to_json).collect();
-    db::events::append_many(&mut *tx, tenant.id, EventType::DomainCreated, &subjects, &data).await?;
+    db::events::append_many(
+        &mut *tx,
+        tenant.id,
+        EventType::DomainCreated,
+        &subjects,
+        &data,
+    )
+    .await?;
     tx.commit().await?;
     let mut by_host: std::collections::HashMap<String, DomainView> =
         views.into_iter().map(|v| (v.hostname.clone(), v)).collect();
@@ -271,19 +314,32 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Page<DomainView>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let (after, limit) = PageParams { limit: params.limit, cursor: params.cursor }.parse()?;
+    let (after, limit) = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .parse()?;
     let filter = ListFilter {
         status: params.status.map(|s| s.as_str().to_string()),
         hostname_prefix: params.hostname_prefix.map(|p| p.to_ascii_lowercase()),
     };
     let rows = db::domains::list(&state.pool, auth.tenant.id, &filter, after, limit + 1).await?;
-    Ok(Json(Page::from_rows(rows, limit, |d| d.id, |d| DomainView::new(&state.settings, d))))
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        |d| d.id,
+        |d| DomainView::new(&state.settings, d),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/domains/{id}", tag = "domains", params(("id" = String, Path)),
     responses((status = 200, body = DomainView), (status = 404, body = Problem), (status = 401, body = Problem)),
     security(("api_key" = [])))]
-pub async fn get(State(state): State<AppState>, auth: TenantAuth, Path(id): Path<String>) -> Result<Json<DomainView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+) -> Result<Json<DomainView>, ApiError> {
     let d = find(&state, &auth, &id).await?;
     Ok(Json(DomainView::new(&state.settings, &d)))
 }
@@ -298,7 +354,8 @@ pub async fn update(
     JsonBody(input): JsonBody<UpdateDomain>,
 ) -> Result<Json<DomainView>, ApiError> {
     let id = parse_id(&id)?;
-    let changes = domain_input::parse_changes(input, &state.settings).map_err(ApiError::from_fields)?;
+    let changes =
+        domain_input::parse_changes(input, &state.settings).map_err(ApiError::from_fields)?;
     let d = db::domains::update(&state.pool, auth.tenant.id, id, &changes)
         .await?
         .ok_or(ApiError::NotFound("domain"))?;
@@ -307,14 +364,25 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/v1/domains/{id}", tag = "domains", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
-pub async fn delete(State(state): State<AppState>, auth: TenantAuth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let mut tx = state.pool.begin().await?;
     let d = db::domains::delete(&mut *tx, auth.tenant.id, id)
         .await?
         .ok_or(ApiError::NotFound("domain"))?;
     let data = DomainView::new(&state.settings, &d).to_json();
-    db::events::append(&mut *tx, auth.tenant.id, EventType::DomainDeleted, d.id, &data).await?;
+    db::events::append(
+        &mut *tx,
+        auth.tenant.id,
+        EventType::DomainDeleted,
+        d.id,
+        &data,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -322,11 +390,20 @@ pub async fn delete(State(state): State<AppState>, auth: TenantAuth, Path(id): P
 #[utoipa::path(post, path = "/v1/domains/{id}/verify", tag = "domains", params(("id" = String, Path)),
     responses((status = 200, body = DnsView, description = "the check ran; see `diagnosis`"), (status = 404, body = Problem)),
     security(("api_key" = [])))]
-pub async fn verify(State(state): State<AppState>, auth: TenantAuth, Path(id): Path<String>) -> Result<Json<DnsView>, ApiError> {
+pub async fn verify(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+) -> Result<Json<DnsView>, ApiError> {
     let d = find(&state, &auth, &id).await?;
-    let checked = verification::check_domain(&state.pool, &state.settings, &state.dns, DomainId::from_uuid(d.id))
-        .await?
-        .ok_or(ApiError::NotFound("domain"))?;
+    let checked = verification::check_domain(
+        &state.pool,
+        &state.settings,
+        &state.dns,
+        DomainId::from_uuid(d.id),
+    )
+    .await?
+    .ok_or(ApiError::NotFound("domain"))?;
     Ok(Json(DnsView {
         status: DomainStatus::parse(&checked.domain.status).unwrap_or(DomainStatus::Pending),
         checked_at: checked.domain.dns_checked_at,
@@ -336,7 +413,11 @@ pub async fn verify(State(state): State<AppState>, auth: TenantAuth, Path(id): P
 
 #[utoipa::path(get, path = "/v1/domains/{id}/dns", tag = "domains", params(("id" = String, Path)),
     responses((status = 200, body = DnsView), (status = 404, body = Problem)), security(("api_key" = [])))]
-pub async fn dns(State(state): State<AppState>, auth: TenantAuth, Path(id): Path<String>) -> Result<Json<DnsView>, ApiError> {
+pub async fn dns(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+) -> Result<Json<DnsView>, ApiError> {
     let d = find(&state, &auth, &id).await?;
     let view = DomainView::new(&state.settings, &d);
     Ok(Json(DnsView {

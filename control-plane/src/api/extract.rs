@@ -28,7 +28,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "expected Content-Type: application/json, got {:?}",
@@ -109,9 +114,12 @@ impl FromRequestParts<AppState> for TenantAuth {
         let token = bearer(parts).ok_or(ApiError::Unauthorized(
             "missing credentials: send `Authorization: Bearer <api key>`",
         ))?;
-        let presented = PresentedKey::parse(token).map_err(|_| ApiError::Unauthorized("the API key is malformed"))?;
+        let presented = PresentedKey::parse(token)
+            .map_err(|_| ApiError::Unauthorized("the API key is malformed"))?;
         let invalid = ApiError::Unauthorized("the API key is invalid or revoked");
-        let found = db::api_keys::find_for_auth(&state.pool, &presented.prefix).await?.ok_or(invalid)?;
+        let found = db::api_keys::find_for_auth(&state.pool, &presented.prefix)
+            .await?
+            .ok_or(invalid)?;
         if !presented.matches(&found.hash) {
             return Err(ApiError::Unauthorized("the API key is invalid or revoked"));
         }
@@ -119,7 +127,9 @@ impl FromRequestParts<AppState> for TenantAuth {
             return Err(ApiError::Unauthorized("this account is suspended"));
         }
         db::api_keys::touch(&state.pool, found.key_id).await?;
-        Ok(TenantAuth { tenant: found.tenant })
+        Ok(TenantAuth {
+            tenant: found.tenant,
+        })
     }
 }
 
@@ -134,7 +144,9 @@ impl FromRequestParts<AppState> for OperatorAuth {
             .settings
             .operator_token
             .as_ref()
-            .ok_or(ApiError::Unauthorized("operator endpoints are disabled: PORTICO_OPERATOR_TOKEN is not set"))?;
+            .ok_or(ApiError::Unauthorized(
+                "operator endpoints are disabled: PORTICO_OPERATOR_TOKEN is not set",
+            ))?;
         let token = bearer(parts).ok_or(ApiError::Unauthorized(
             "missing credentials: send `Authorization: Bearer <operator token>`",
         ))?;

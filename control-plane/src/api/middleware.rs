@@ -15,12 +15,15 @@ use sha2::{Digest, Sha256};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-pub type KeyedLimiter = RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
+pub type KeyedLimiter =
+    RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
 
 pub fn limiter(per_second: u32, burst: u32) -> Arc<KeyedLimiter> {
     let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
+    Arc::new(RateLimiter::keyed(
+        Quota::per_second(rate).allow_burst(burst),
+    ))
 }
 
 /// The rate-limit bucket of a request: its credential's public part, so every
@@ -31,9 +34,15 @@ fn bucket(req: &Request) -> String {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    match auth.strip_prefix("Bearer ptk_").and_then(|r| r.split('_').next()) {
+    match auth
+        .strip_prefix("Bearer ptk_")
+        .and_then(|r| r.split('_').next())
+    {
         Some(prefix) => format!("key:{prefix}"),
-        None => format!("other:{}", hex::encode(&Sha256::digest(auth.as_bytes())[..8])),
+        None => format!(
+            "other:{}",
+            hex::encode(&Sha256::digest(auth.as_bytes())[..8])
+        ),
     }
 }
 
@@ -56,7 +65,11 @@ const MAX_STORED_RESPONSE: usize = 8 * 1024 * 1024;
 /// request → 422; a key whose first request is still running → 409. Only
 /// responses a retry could not change are stored: 5xx, 401 and 429 release
 /// the key so the client may try again.
-pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn idempotency(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if req.method() != Method::POST {
         return Ok(next.run(req).await);
     }
@@ -67,9 +80,17 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))?
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+        })?
         .to_string();
-    let scope = Sha256::digest(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or(b"")).to_vec();
+    let scope = Sha256::digest(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b""),
+    )
+    .to_vec();
     let (parts, body) = req.into_parts();
     let limit = super::body_limit_for(parts.uri.path());
     let bytes = to_bytes(body, limit)
@@ -84,17 +105,29 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let request_hash = hasher.finalize().to_vec();
 
     match idempotency::reserve(&state.pool, &scope, &key, &request_hash).await? {
-        Reservation::Existing { request_hash: stored, .. } if stored != request_hash => Err(ApiError::IdempotencyKeyReused),
+        Reservation::Existing {
+            request_hash: stored,
+            ..
+        } if stored != request_hash => Err(ApiError::IdempotencyKeyReused),
         Reservation::Existing { response: None, .. } => Err(ApiError::IdempotencyInProgress),
-        Reservation::Existing { response: Some(r), .. } => Ok(replay(r)),
+        Reservation::Existing {
+            response: Some(r), ..
+        } => Ok(replay(r)),
         Reservation::Reserved => {
-            let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            let resp = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
             store(&state, &scope, &key, resp).await
         }
     }
 }
 
-async fn store(state: &AppState, scope: &[u8], key: &str, resp: Response) -> Result<Response, ApiError> {
+async fn store(
+    state: &AppState,
+    scope: &[u8],
+    key: &str,
+    resp: Response,
+) -> Result<Response, ApiError> {
     let status = resp.status();
     let retryable = status.is_server_error() || status.as_u16() == 401 || status.as_u16() == 429;
     if retryable {
@@ -106,7 +139,9 @@ async fn store(state: &AppState, scope: &[u8], key: &str, resp: Response) -> Res
         Ok(b) => b,
         Err(e) => {
             idempotency::release(&state.pool, scope, key).await?;
-            return Err(ApiError::Internal(anyhow::anyhow!("response too large to store: {e}")));
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "response too large to store: {e}"
+            )));
         }
     };
     let stored = StoredResponse {
@@ -124,10 +159,12 @@ async fn store(state: &AppState, scope: &[u8], key: &str, resp: Response) -> Res
 
 fn replay(r: StoredResponse) -> Response {
     let mut resp = Response::new(Body::from(r.body));
-    *resp.status_mut() = axum::http::StatusCode::from_u16(r.status_code).unwrap_or(axum::http::StatusCode::OK);
+    *resp.status_mut() =
+        axum::http::StatusCode::from_u16(r.status_code).unwrap_or(axum::http::StatusCode::OK);
     if let Some(ct) = r.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     resp
 }

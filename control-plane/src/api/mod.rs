@@ -34,7 +34,11 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const BATCH_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 pub fn body_limit_for(path: &str) -> usize {
-    if path.ends_with(":batch") { BATCH_BODY_LIMIT } else { BODY_LIMIT }
+    if path.ends_with(":batch") {
+        BATCH_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    }
 }
 
 #[derive(Clone)]
@@ -58,8 +62,14 @@ struct SecuritySchemes;
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-        components.add_security_scheme("operator_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "operator_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -76,8 +86,14 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(tenants::create_key, tenants::list_keys))
         .routes(routes!(tenants::revoke_key))
         .routes(routes!(events::list))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::idempotency))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ));
     let (v1, doc) = OpenApiRouter::new()
         .merge(v1)
         .routes(routes!(healthz))
@@ -95,7 +111,10 @@ pub fn router(state: AppState) -> axum::Router {
 
 /// Enforces [`BODY_LIMIT`] (or the batch limit) from `Content-Length` up
 /// front; bodies without a length are cut off while being read.
-async fn limit_body(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn limit_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let limit = body_limit_for(req.uri().path());
     let declared = req
         .headers()
@@ -107,7 +126,8 @@ async fn limit_body(req: axum::extract::Request, next: axum::middleware::Next) -
     }
     let (parts, body) = req.into_parts();
     let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
-    next.run(axum::extract::Request::from_parts(parts, body)).await
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// Liveness: the process is up and serving.
@@ -123,13 +143,18 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "not_ready", "reason": reason})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "not_ready", "reason": reason})),
+            )
         }
     }
 }
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
-async fn openapi_json(axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>) -> impl IntoResponse {
+async fn openapi_json(
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> impl IntoResponse {
     Json(doc.as_ref().clone())
 }

@@ -30,11 +30,21 @@ impl PageParams {
     pub fn parse(&self) -> Result<(Option<Uuid>, i64), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::field("limit", "out_of_range", format!("limit must be between 1 and {MAX_LIMIT}")));
+            return Err(ApiError::field(
+                "limit",
+                "out_of_range",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(decode(c).ok_or_else(|| ApiError::field("cursor", "invalid_cursor", "the cursor is not one we issued"))?),
+            Some(c) => Some(decode(c).ok_or_else(|| {
+                ApiError::field(
+                    "cursor",
+                    "invalid_cursor",
+                    "the cursor is not one we issued",
+                )
+            })?),
         };
         Ok((after, limit))
     }
@@ -51,11 +61,20 @@ pub fn encode(id: Uuid) -> String {
 
 impl<T> Page<T> {
     /// `rows` were fetched with `limit + 1` to learn whether a next page exists.
-    pub fn from_rows<R>(mut rows: Vec<R>, limit: i64, id: impl Fn(&R) -> Uuid, view: impl Fn(&R) -> T) -> Page<T> {
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        id: impl Fn(&R) -> Uuid,
+        view: impl Fn(&R) -> T,
+    ) -> Page<T> {
         let more = rows.len() as i64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(0));
         Page {
-            next_cursor: if more { rows.last().map(|r| encode(id(r))) } else { None },
+            next_cursor: if more {
+                rows.last().map(|r| encode(id(r)))
+            } else {
+                None
+            },
             items: rows.iter().map(view).collect(),
         }
     }

@@ -45,10 +45,18 @@ pub struct CreatedApiKey {
 }
 
 /// Creates a tenant with its first API key (used by the API and the CLI).
-pub async fn create_tenant(pool: &PgPool, name: &str, plan: Plan) -> Result<CreatedTenant, ApiError> {
+pub async fn create_tenant(
+    pool: &PgPool,
+    name: &str,
+    plan: Plan,
+) -> Result<CreatedTenant, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::field("name", "invalid_length", "name must be 1 to 200 characters"));
+        return Err(ApiError::field(
+            "name",
+            "invalid_length",
+            "name must be 1 to 200 characters",
+        ));
     }
     let mut tx = pool.begin().await?;
     let tenant = db::tenants::insert(&mut *tx, name, plan).await?;
@@ -57,7 +65,11 @@ pub async fn create_tenant(pool: &PgPool, name: &str, plan: Plan) -> Result<Crea
     Ok(CreatedTenant { tenant, api_key })
 }
 
-async fn insert_key(tx: &mut sqlx::PgConnection, tenant: TenantId, name: &str) -> Result<CreatedApiKey, ApiError> {
+async fn insert_key(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    name: &str,
+) -> Result<CreatedApiKey, ApiError> {
     let key = NewApiKey::generate();
     let info = db::api_keys::insert(&mut *tx, tenant, name, &key.prefix, &key.hash).await?;
     Ok(CreatedApiKey {
@@ -81,9 +93,15 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "operator", params(("id" = String, Path)),
     responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 401, body = Problem)),
     security(("operator_token" = [])))]
-pub async fn get(State(state): State<AppState>, _op: OperatorAuth, Path(id): Path<String>) -> Result<Json<Tenant>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    _op: OperatorAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
-    let t = db::tenants::get(&state.pool, id).await?.ok_or(ApiError::NotFound("tenant"))?;
+    let t = db::tenants::get(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))?;
     Ok(Json(t))
 }
 
@@ -96,7 +114,11 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     let name = input.name.unwrap_or_default();
     if name.chars().count() > 100 {
-        return Err(ApiError::field("name", "too_long", "name must be at most 100 characters"));
+        return Err(ApiError::field(
+            "name",
+            "too_long",
+            "name must be at most 100 characters",
+        ));
     }
     let mut conn = state.pool.acquire().await?;
     let created = insert_key(&mut conn, auth.tenant.id, &name).await?;
@@ -105,13 +127,20 @@ pub async fn create_key(
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
     responses((status = 200, body = Vec<ApiKeyInfo>), (status = 401, body = Problem)), security(("api_key" = [])))]
-pub async fn list_keys(State(state): State<AppState>, auth: TenantAuth) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
+pub async fn list_keys(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
     Ok(Json(db::api_keys::list(&state.pool, auth.tenant.id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
-pub async fn revoke_key(State(state): State<AppState>, auth: TenantAuth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    auth: TenantAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id: ApiKeyId = id.parse().map_err(|_| ApiError::NotFound("api key"))?;
     if db::api_keys::revoke(&state.pool, auth.tenant.id, id).await? {
         Ok(StatusCode::NO_CONTENT)

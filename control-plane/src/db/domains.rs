@@ -82,12 +82,17 @@ pub async fn insert_many(
 ) -> Result<Vec<DomainRecord>, sqlx::Error> {
     let ids: Vec<Uuid> = items.iter().map(|d| d.id.as_uuid()).collect();
     let hostnames: Vec<String> = items.iter().map(|d| d.hostname.clone()).collect();
-    let targets: Vec<serde_json::Value> = items.iter().map(|d| serde_json::json!(d.targets)).collect();
+    let targets: Vec<serde_json::Value> =
+        items.iter().map(|d| serde_json::json!(d.targets)).collect();
     let target_tls: Vec<bool> = items.iter().map(|d| d.target_tls).collect();
     let keep_host: Vec<bool> = items.iter().map(|d| d.keep_host).collect();
-    let redirects: Vec<serde_json::Value> = items.iter().map(|d| serde_json::json!(d.redirects)).collect();
+    let redirects: Vec<serde_json::Value> = items
+        .iter()
+        .map(|d| serde_json::json!(d.redirects))
+        .collect();
     let on_demand: Vec<bool> = items.iter().map(|d| d.tls_on_demand).collect();
-    let metadata: Vec<serde_json::Value> = items.iter().map(|d| d.custom_metadata.clone()).collect();
+    let metadata: Vec<serde_json::Value> =
+        items.iter().map(|d| d.custom_metadata.clone()).collect();
     let tokens: Vec<String> = items.iter().map(|d| d.verification_token.clone()).collect();
     sqlx::query_as!(
         DomainRecord,
@@ -116,7 +121,10 @@ pub async fn insert_many(
     .await
 }
 
-pub async fn count_for_tenant(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<i64, sqlx::Error> {
+pub async fn count_for_tenant(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+) -> Result<i64, sqlx::Error> {
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM domains WHERE tenant_id = $1"#,
         tenant.as_uuid()
@@ -127,7 +135,11 @@ pub async fn count_for_tenant(db: impl PgExecutor<'_>, tenant: TenantId) -> Resu
 }
 
 /// One of the tenant's domains. Another tenant's domain is simply not found.
-pub async fn get(db: &PgPool, tenant: TenantId, id: DomainId) -> Result<Option<DomainRecord>, sqlx::Error> {
+pub async fn get(
+    db: &PgPool,
+    tenant: TenantId,
+    id: DomainId,
+) -> Result<Option<DomainRecord>, sqlx::Error> {
     sqlx::query_as!(
         DomainRecord,
         "SELECT * FROM domains WHERE id = $1 AND tenant_id = $2",
@@ -140,16 +152,27 @@ pub async fn get(db: &PgPool, tenant: TenantId, id: DomainId) -> Result<Option<D
 
 /// Any tenant's domain by id (jobs).
 pub async fn find(db: &PgPool, id: DomainId) -> Result<Option<DomainRecord>, sqlx::Error> {
-    sqlx::query_as!(DomainRecord, "SELECT * FROM domains WHERE id = $1", id.as_uuid())
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        DomainRecord,
+        "SELECT * FROM domains WHERE id = $1",
+        id.as_uuid()
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Loads and locks a domain for a status update (used by DNS checks).
-pub async fn lock_for_check(db: impl PgExecutor<'_>, id: DomainId) -> Result<Option<DomainRecord>, sqlx::Error> {
-    sqlx::query_as!(DomainRecord, "SELECT * FROM domains WHERE id = $1 FOR UPDATE", id.as_uuid())
-        .fetch_optional(db)
-        .await
+pub async fn lock_for_check(
+    db: impl PgExecutor<'_>,
+    id: DomainId,
+) -> Result<Option<DomainRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        DomainRecord,
+        "SELECT * FROM domains WHERE id = $1 FOR UPDATE",
+        id.as_uuid()
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn list(
@@ -159,10 +182,14 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<DomainRecord>, sqlx::Error> {
-    let prefix = filter
-        .hostname_prefix
-        .as_ref()
-        .map(|p| format!("{}%", p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let prefix = filter.hostname_prefix.as_ref().map(|p| {
+        format!(
+            "{}%",
+            p.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
     sqlx::query_as!(
         DomainRecord,
         "SELECT * FROM domains
@@ -212,7 +239,11 @@ pub async fn update(
     .await
 }
 
-pub async fn delete(db: impl PgExecutor<'_>, tenant: TenantId, id: DomainId) -> Result<Option<DomainRecord>, sqlx::Error> {
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: DomainId,
+) -> Result<Option<DomainRecord>, sqlx::Error> {
     sqlx::query_as!(
         DomainRecord,
         "DELETE FROM domains WHERE id = $1 AND tenant_id = $2 RETURNING *",
@@ -223,7 +254,11 @@ pub async fn delete(db: impl PgExecutor<'_>, tenant: TenantId, id: DomainId) -> 
     .await
 }
 
-pub async fn record_check(db: impl PgExecutor<'_>, id: DomainId, o: &CheckOutcome) -> Result<DomainRecord, sqlx::Error> {
+pub async fn record_check(
+    db: impl PgExecutor<'_>,
+    id: DomainId,
+    o: &CheckOutcome,
+) -> Result<DomainRecord, sqlx::Error> {
     let next_ms = i64::try_from(o.next_check_in.as_millis()).unwrap_or(i64::MAX);
     sqlx::query_as!(
         DomainRecord,
@@ -253,7 +288,11 @@ pub async fn record_check(db: impl PgExecutor<'_>, id: DomainId, o: &CheckOutcom
 /// Claims up to `limit` domains whose check is due, pushing their next check
 /// out by `lease` so that another scheduler tick does not claim them again
 /// while their job waits in the queue. The job sets the real next time.
-pub async fn claim_due(db: impl PgExecutor<'_>, limit: i64, lease: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn claim_due(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let lease_secs = lease.as_secs_f64();
     sqlx::query_scalar!(
         "UPDATE domains SET next_check_at = now() + make_interval(secs => $2)
@@ -270,7 +309,10 @@ pub async fn claim_due(db: impl PgExecutor<'_>, limit: i64, lease: Duration) -> 
 }
 
 /// Marks pending domains created before `older_than` ago as stale.
-pub async fn mark_stale(db: impl PgExecutor<'_>, older_than: Duration) -> Result<Vec<DomainRecord>, sqlx::Error> {
+pub async fn mark_stale(
+    db: impl PgExecutor<'_>,
+    older_than: Duration,
+) -> Result<Vec<DomainRecord>, sqlx::Error> {
     let secs = older_than.as_secs_f64();
     sqlx::query_as!(
         DomainRecord,

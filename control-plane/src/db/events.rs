@@ -74,7 +74,10 @@ pub async fn append_many(
     subjects: &[Uuid],
     data: &[serde_json::Value],
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = subjects.iter().map(|_| EventId::generate().as_uuid()).collect();
+    let ids: Vec<Uuid> = subjects
+        .iter()
+        .map(|_| EventId::generate().as_uuid())
+        .collect();
     sqlx::query!(
         "INSERT INTO events (id, tenant_id, type, subject_id, data)
          SELECT id, $2, $3, subject, data FROM UNNEST($1::uuid[], $4::uuid[], $5::jsonb[]) AS u(id, subject, data)",
@@ -90,7 +93,12 @@ pub async fn append_many(
 }
 
 /// A tenant's events, oldest first, after an optional cursor.
-pub async fn list(db: &PgPool, tenant: TenantId, after: Option<Uuid>, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+pub async fn list(
+    db: &PgPool,
+    tenant: TenantId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT id, type, subject_id, data, created_at FROM events
          WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",

@@ -20,7 +20,12 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
-pub async fn reserve(db: &PgPool, scope: &[u8], key: &str, request_hash: &[u8]) -> Result<Reservation, sqlx::Error> {
+pub async fn reserve(
+    db: &PgPool,
+    scope: &[u8],
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Reservation, sqlx::Error> {
     let inserted = sqlx::query!(
         "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
          ON CONFLICT (scope, key) DO NOTHING",
@@ -61,7 +66,12 @@ pub async fn reserve(db: &PgPool, scope: &[u8], key: &str, request_hash: &[u8]) 
     })
 }
 
-pub async fn complete(db: &PgPool, scope: &[u8], key: &str, response: &StoredResponse) -> Result<(), sqlx::Error> {
+pub async fn complete(
+    db: &PgPool,
+    scope: &[u8],
+    key: &str,
+    response: &StoredResponse,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE idempotency_keys SET status_code = $3, content_type = $4, body = $5
          WHERE scope = $1 AND key = $2",
@@ -77,16 +87,21 @@ pub async fn complete(db: &PgPool, scope: &[u8], key: &str, response: &StoredRes
 }
 
 pub async fn release(db: &PgPool, scope: &[u8], key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        scope,
+        key
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Forgets keys older than a day (Stripe's window).
 pub async fn prune(db: &PgPool) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
-        .execute(db)
-        .await?;
+    let done =
+        sqlx::query!("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
+            .execute(db)
+            .await?;
     Ok(done.rows_affected())
 }

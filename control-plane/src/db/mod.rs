@@ -33,10 +33,11 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Ready means: the database answers and every migration we ship is applied.
 pub async fn readiness(pool: &PgPool) -> Result<(), String> {
-    let applied: Vec<i64> = sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success")
-        .fetch_all(pool)
-        .await
-        .map_err(|e| format!("database: {e}"))?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("database: {e}"))?;
     let missing: Vec<i64> = MIGRATOR
         .iter()
         .map(|m| m.version)

@@ -68,7 +68,11 @@ impl From<Row> for Tenant {
     }
 }
 
-pub async fn insert(db: impl PgExecutor<'_>, name: &str, plan: Plan) -> Result<Tenant, sqlx::Error> {
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    plan: Plan,
+) -> Result<Tenant, sqlx::Error> {
     let row = sqlx::query_as!(
         Row,
         "INSERT INTO tenants (id, name, plan) VALUES ($1, $2, $3)
@@ -96,8 +100,11 @@ pub async fn get(db: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Erro
 /// Locks the tenant row for the rest of the transaction, so that quota checks
 /// and the inserts they guard are serialised per tenant.
 pub async fn lock(db: impl PgExecutor<'_>, id: TenantId) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar!("SELECT id FROM tenants WHERE id = $1 FOR UPDATE", id.as_uuid())
-        .fetch_optional(db)
-        .await?;
+    sqlx::query_scalar!(
+        "SELECT id FROM tenants WHERE id = $1 FOR UPDATE",
+        id.as_uuid()
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(())
 }

@@ -27,7 +27,10 @@ pub async fn enqueue(conn: &mut PgConnection, domains: &[Uuid]) -> anyhow::Resul
     }
     let tasks: Vec<PgTask> = domains
         .iter()
-        .map(|id| serde_json::to_vec(&CheckDomainDns { domain_id: *id }).map(|args| TaskBuilder::new(args).max_attempts(3).build()))
+        .map(|id| {
+            serde_json::to_vec(&CheckDomainDns { domain_id: *id })
+                .map(|args| TaskBuilder::new(args).max_attempts(3).build())
+        })
         .collect::<Result<_, _>>()?;
     apalis_postgres::queries::push_tasks(conn, QUEUE, tasks).await?;
     Ok(())
@@ -53,7 +56,9 @@ pub async fn worker(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<
         .queue(QUEUE)
         .batch_size(50)
         .heartbeat_interval(Duration::from_secs(10));
-    let backend = PostgresStorage::<CheckDomainDns>::new(&ctx.pool).with_config(config).with_pubsub();
+    let backend = PostgresStorage::<CheckDomainDns>::new(&ctx.pool)
+        .with_config(config)
+        .with_pubsub();
     let name = format!("{QUEUE}-{}", Uuid::now_v7().simple());
     let worker = WorkerBuilder::new(name)
         .backend(backend)
