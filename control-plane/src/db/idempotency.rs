@@ -1,6 +1,7 @@
 //! Stored responses for `Idempotency-Key` requests. A key is first reserved
 //! (no response yet), then completed with the response, or released when the
-//! request failed in a way a retry might fix.
+//! request failed in a way a retry might fix. A reservation abandoned for a
+//! minute (the request died) is taken over by the next caller.
 
 use sqlx::PgPool;
 
@@ -26,9 +27,12 @@ pub async fn reserve(
     key: &str,
     request_hash: &[u8],
 ) -> Result<Reservation, sqlx::Error> {
+    // A reservation without a response after a minute belongs to a request
+    // that died (client gone, process killed): the next caller takes it over.
     let inserted = sqlx::query!(
         "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
-         ON CONFLICT (scope, key) DO NOTHING",
+         ON CONFLICT (scope, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, created_at = now()
+         WHERE idempotency_keys.status_code IS NULL AND idempotency_keys.created_at < now() - interval '1 minute'",
         scope,
         key,
         request_hash
