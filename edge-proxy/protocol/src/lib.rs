@@ -3,4 +3,152 @@
 //! challenge answers. The edge owns it (it says what the edge consumes); the
 //! control plane produces it. Plain serde types, no I/O.
 //!
-//! Filled by the edge proxy issue; nothing lives here yet.
+//! How data flows:
+//!
+//! - The control plane produces a stream of [`Frame`]s, one JSON object per
+//!   line. The first is a [`Frame::Snapshot`] (the whole config at one
+//!   [`ConfigVersion`]); later ones are [`Frame::Delta`]s that move the edge
+//!   from one version to the next, and [`Frame::KeepAlive`]s while idle. The
+//!   edge reads each line with [`decode_frame`].
+//! - The edge produces a [`Heartbeat`] (what version it has applied, how long
+//!   it has been up, a few counters) and a [`Report`] (per-host traffic
+//!   windows) and sends them back to the control plane.
+//!
+//! Compatibility rules, so that control planes and edges can be upgraded one
+//! at a time:
+//!
+//! - Unknown fields are ignored everywhere, and new fields get serde defaults.
+//!   Adding a field or a variant does not bump [`PROTOCOL_VERSION`].
+//! - Every enum that may grow has an `Unknown` catch-all: an unknown frame
+//!   `type`, change `op`, challenge `kind` or redirect decodes into it, and the
+//!   edge skips it (and counts it) instead of failing the whole stream.
+//! - [`PROTOCOL_VERSION`] is bumped only for a breaking change. An edge
+//!   refuses frames whose `v` is newer than its own, see [`decode_frame`].
+
+mod config;
+mod delta;
+mod telemetry;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{
+    BinCapture, CertificateBundle, ChallengeAnswer, ConfigVersion, EdgeSettings, HostConfig,
+    Redirect, Snapshot,
+};
+pub use delta::{ChallengeId, Change, Delta};
+pub use telemetry::{Heartbeat, Report, StatsWindow};
+
+/// The protocol version this crate speaks; carried as `v` in every frame.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest line [`decode_frame`] accepts, in bytes (64 MiB).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Decodes one line of the config stream (a trailing newline is allowed).
+///
+/// Rejects lines over [`MAX_FRAME_BYTES`], malformed JSON, and frames whose
+/// `v` is newer than [`PROTOCOL_VERSION`]. Never panics, whatever the input.
+pub fn decode_frame(line: &[u8]) -> Result<Frame, ProtocolError> {
+    if line.len() > MAX_FRAME_BYTES {
+        return Err(ProtocolError::TooLarge {
+            len: line.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let frame: Frame = serde_json::from_slice(line).map_err(ProtocolError::Json)?;
+    match frame.protocol_version() {
+        Some(v) if v > PROTOCOL_VERSION => Err(ProtocolError::UnsupportedVersion {
+            got: v,
+            supported: PROTOCOL_VERSION,
+        }),
+        _ => Ok(frame),
+    }
+}
+
+/// Encodes a frame as one JSON line, newline included: the inverse of
+/// [`decode_frame`], for the control plane and for tests.
+pub fn encode_frame(frame: &Frame) -> Result<Vec<u8>, ProtocolError> {
+    let mut line = serde_json::to_vec(frame).map_err(ProtocolError::Json)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// One item of the control plane → edge stream, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame {
+    /// The whole config; replaces whatever the edge had.
+    Snapshot(Snapshot),
+    /// Changes from one version to the next.
+    Delta(Delta),
+    /// Nothing changed; the stream is alive.
+    KeepAlive {
+        /// Protocol version of the sender.
+        v: u32,
+    },
+    /// A frame type this edge does not know; skip it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Frame {
+    /// The frame's `v`, or `None` for [`Frame::Unknown`].
+    pub fn protocol_version(&self) -> Option<u32> {
+        match self {
+            Frame::Snapshot(s) => Some(s.v),
+            Frame::Delta(d) => Some(d.v),
+            Frame::KeepAlive { v } => Some(*v),
+            Frame::Unknown => None,
+        }
+    }
+}
+
+/// Why a frame could not be decoded or encoded.
+#[derive(Debug)]
+pub enum ProtocolError {
+    /// The line is longer than [`MAX_FRAME_BYTES`].
+    TooLarge {
+        /// Length of the line, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The line is not valid JSON, or not a frame.
+    Json(serde_json::Error),
+    /// The frame was written for a newer protocol than this edge speaks.
+    UnsupportedVersion {
+        /// The frame's `v`.
+        got: u32,
+        /// This crate's [`PROTOCOL_VERSION`].
+        supported: u32,
+    },
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes is over the {max}-byte limit")
+            }
+            ProtocolError::Json(e) => write!(f, "malformed frame: {e}"),
+            ProtocolError::UnsupportedVersion { got, supported } => write!(
+                f,
+                "frame has protocol version {got}, this edge supports up to {supported}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProtocolError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What the edge sends back: a [`Heartbeat`] saying what it runs and has
+//! applied, and a [`Report`] of per-host traffic in fixed time windows.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigVersion;
+
+/// Liveness and applied config of one edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Protocol version of the edge.
+    pub v: u32,
+    /// Stable id of the edge.
+    pub edge_id: String,
+    /// Build string of the edge binary.
+    pub build: String,
+    /// Config version the edge serves right now.
+    pub applied_version: ConfigVersion,
+    /// Seconds since the edge process started.
+    #[serde(default)]
+    pub uptime_secs: u64,
+    /// Free-form monotonic counters (e.g. `unknown_changes_skipped`).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Per-host traffic counts since the last report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Protocol version of the edge.
+    pub v: u32,
+    /// Stable id of the edge.
+    pub edge_id: String,
+    /// Closed windows, oldest first.
+    #[serde(default)]
+    pub windows: Vec<StatsWindow>,
+    /// Windows dropped because the edge's buffer was full.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// Traffic of one host during one window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsWindow {
+    /// Hostname as configured (exact or wildcard).
+    pub host: String,
+    /// Start of the window, unix seconds.
+    pub start_unix: i64,
+    /// Length of the window, seconds.
+    pub secs: u32,
+    /// Requests seen.
+    #[serde(default)]
+    pub requests: u64,
+    /// Responses with a 2xx status.
+    #[serde(default)]
+    pub status_2xx: u64,
+    /// Responses with a 3xx status.
+    #[serde(default)]
+    pub status_3xx: u64,
+    /// Responses with a 4xx status.
+    #[serde(default)]
+    pub status_4xx: u64,
+    /// Responses with a 5xx status.
+    #[serde(default)]
+    pub status_5xx: u64,
+    /// Failed connections to an upstream.
+    #[serde(default)]
+    pub upstream_connect_failures: u64,
+    /// Failed client TLS handshakes.
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
+    /// Latency histogram as `(upper bound ms, count)`, bounds ascending.
+    #[serde(default)]
+    pub latency_buckets_ms: Vec<(u32, u64)>,
+}
