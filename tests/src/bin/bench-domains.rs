@@ -15,7 +15,10 @@ use std::time::Instant;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(10_000);
     let concurrency = args.get(1).copied().unwrap_or(32);
     let batch_total = args.get(2).copied().unwrap_or(n);
@@ -34,12 +37,25 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|i| json!({"hostname": format!("b{i}.bench-batch.example.com"), "target": "app.example.net:443"}))
             .collect();
-        let (status, body) = app.call(reqwest::Method::POST, "/v1/domains:batch", &key, Some(json!({"items": items}))).await?;
-        anyhow::ensure!(status == 200 && body["failed"] == 0, "batch failed: {status} {body}");
+        let (status, body) = app
+            .call(
+                reqwest::Method::POST,
+                "/v1/domains:batch",
+                &key,
+                Some(json!({"items": items})),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == 200 && body["failed"] == 0,
+            "batch failed: {status} {body}"
+        );
         done += chunk.len();
     }
     let batch_secs = started.elapsed().as_secs_f64();
-    println!("batch:      {done} domains in {batch_secs:.2} s = {:.0} domains/s", done as f64 / batch_secs);
+    println!(
+        "batch:      {done} domains in {batch_secs:.2} s = {:.0} domains/s",
+        done as f64 / batch_secs
+    );
 
     let (_, key) = app.tenant("enterprise").await?;
     let started = Instant::now();
