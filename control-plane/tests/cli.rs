@@ -1,6 +1,9 @@
 //! The real binary: `migrate`, `tenant create`, configuration errors, and
 //! `dev` printing a curl command that works.
 
+// Test code: a failed unwrap is a failed test (helpers here are not #[test] fns).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use sqlx::{Connection, PgConnection};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
