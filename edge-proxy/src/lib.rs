@@ -1,14 +1,28 @@
 //! The Portico edge proxy.
 //!
 //! Data flows through it like this: a config [`portico_protocol::Snapshot`]
-//! (from a file today, from the control plane's stream later) becomes an
-//! immutable [`table::RoutingTable`]; deltas produce a new table from the
-//! old one, never mutating it, and the proxy swaps tables with one atomic
-//! pointer store. TLS handshakes and requests read the current table: one
-//! map lookup picks the certificate by SNI and the route by host.
-//!
-//! The pingora proxy binary (TLS by SNI with the on-demand gate, routing,
-//! ACME challenge answers, fail-static local cache) is being built on top of
-//! this table; see the edge proxy issue.
+//! (from `--snapshot FILE`, from the data dir's cache at start-up, later from
+//! the control plane's stream) becomes an immutable [`table::RoutingTable`];
+//! [`state::Edge`] swaps tables with one atomic pointer store and persists
+//! the snapshot ([`store`]). A TLS connection first meets the pre-TLS
+//! [`tls::Gate`] (ClientHello peek: TLS-ALPN-01 answers, on-demand
+//! certificates through [`on_demand`] and [`source`]), then rustls picks the
+//! certificate with [`tls::CertResolver`] — one table lookup. Each request
+//! goes through the thin pingora hooks in [`proxy`], which ask [`routing`]
+//! what to do (challenge answer, 421, redirect, branded page, proxy) and
+//! [`upstream`] which target to use. [`admin`] serves health and
+//! [`metrics`].
 
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod on_demand;
+pub mod pages;
+pub mod proxy;
+pub mod routing;
+pub mod source;
+pub mod state;
+pub mod store;
 pub mod table;
+pub mod tls;
+pub mod upstream;

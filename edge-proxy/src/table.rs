@@ -34,7 +34,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use portico_protocol::{ConfigVersion, Delta, EdgeSettings, HostConfig, Snapshot};
+use portico_protocol::{
+    CertificateBundle, ConfigVersion, Delta, EdgeSettings, HostConfig, Snapshot,
+};
 use rustls::sign::CertifiedKey;
 
 pub use error::TableError;
@@ -121,6 +123,12 @@ impl RoutingTable {
     /// changes are skipped and counted in [`Self::unknown_changes_skipped`].
     pub fn apply(&self, d: &Delta) -> Result<RoutingTable, TableError> {
         build::apply(self, d)
+    }
+
+    /// The table with one more certificate, at the same version: what an
+    /// on-demand issuance adds before the control plane's delta arrives.
+    pub fn with_certificate(&self, bundle: &CertificateBundle) -> Result<RoutingTable, TableError> {
+        build::with_certificate(self, bundle)
     }
 
     /// The config version this table is.

@@ -5,6 +5,7 @@
 //! Later issues add edges, Pebble and upstream servers here.
 
 pub mod dns_server;
+pub mod edge;
 
 use anyhow::Context;
 use portico_control_plane::app::{self, Options, Running};
@@ -64,6 +65,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(vars: &[(&str, &str)], options: Options) -> anyhow::Result<TestApp> {
+        edge::install_crypto();
         let mut env: HashMap<String, String> = [
             ("DATABASE_URL", fresh_database().await?),
             ("PORTICO_LISTEN", "127.0.0.1:0".into()),

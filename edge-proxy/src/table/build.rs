@@ -64,6 +64,17 @@ pub(super) fn apply(old: &RoutingTable, d: &Delta) -> Result<RoutingTable, Table
     Ok(next)
 }
 
+/// See [`RoutingTable::with_certificate`].
+pub(super) fn with_certificate(
+    old: &RoutingTable,
+    bundle: &CertificateBundle,
+) -> Result<RoutingTable, TableError> {
+    let mut next = old.clone();
+    next.upsert_certificate(bundle)?;
+    next.finish();
+    Ok(next)
+}
+
 impl RoutingTable {
     fn apply_change(&mut self, change: &Change) -> Result<(), TableError> {
         match change {

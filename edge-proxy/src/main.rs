@@ -1,0 +1,120 @@
+//! `portico-edge`: the pingora edge proxy binary.
+
+use clap::Parser;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::listening::Service;
+use portico_edge::admin::Admin;
+use portico_edge::config::{Cli, EdgeConfig};
+use portico_edge::metrics::Metrics;
+use portico_edge::on_demand::OnDemand;
+use portico_edge::proxy::EdgeProxy;
+use portico_edge::source::{CertificateSource, HttpSource};
+use portico_edge::state::Edge;
+use portico_edge::store::{SnapshotStore, read_snapshot};
+use portico_edge::tls::{CertResolver, Gate, HandshakeCallbacks};
+use portico_edge::upstream::Upstreams;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("portico-edge: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+            }),
+        )
+        .compact()
+        .init();
+    let config = EdgeConfig::from_cli(Cli::parse())?;
+    let edge = Arc::new(Edge::new(
+        Metrics::new()?,
+        SnapshotStore::open(&config.data_dir)?,
+    ));
+    load_initial_snapshot(&edge, &config)?;
+
+    let wait = Duration::from_millis(edge.table().settings().on_demand_wait_ms.clamp(100, 60_000));
+    let source: Option<Arc<dyn CertificateSource>> = match &config.certificate_source {
+        Some(url) => Some(Arc::new(HttpSource::new(url, wait)?)),
+        None => None,
+    };
+    let on_demand = Arc::new(OnDemand::new(source, wait));
+
+    let mut server = Server::new_with_opt_and_conf(
+        Opt {
+            upgrade: config.upgrade,
+            ..Opt::default()
+        },
+        server_conf(&config),
+    );
+    server.bootstrap();
+
+    let proxy = EdgeProxy {
+        edge: edge.clone(),
+        upstreams: Upstreams::default(),
+        connect_timeout: config.upstream_connect_timeout,
+        read_timeout: config.upstream_read_timeout,
+    };
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    service.add_tcp(&config.http.to_string());
+    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks))?;
+    tls.set_cert_resolver(Arc::new(CertResolver { edge: edge.clone() }));
+    tls.enable_h2();
+    service.add_tls_with_settings(&config.https.to_string(), None, tls);
+    service.endpoints().set_pre_tls_callback(Arc::new(Gate {
+        edge: edge.clone(),
+        on_demand,
+    }));
+
+    let mut admin = Service::new("admin".to_string(), Admin { edge: edge.clone() });
+    admin.add_tcp(&config.admin.to_string());
+
+    server.add_service(service);
+    server.add_service(admin);
+    tracing::info!(http = %config.http, https = %config.https, admin = %config.admin, version = %edge.table().version(), "edge starting");
+    server.run_forever()
+}
+
+/// `--snapshot FILE` wins (and is persisted); otherwise the data dir's copy;
+/// otherwise the edge starts empty and not ready.
+fn load_initial_snapshot(edge: &Edge, config: &EdgeConfig) -> anyhow::Result<()> {
+    if let Some(path) = &config.snapshot {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--snapshot {}: {e}", path.display()))?;
+        let snapshot = read_snapshot(&bytes)
+            .map_err(|e| anyhow::anyhow!("--snapshot {}: {e}", path.display()))?;
+        edge.install_snapshot(&snapshot, true)?;
+        tracing::info!(version = %snapshot.version, hosts = snapshot.hosts.len(), "snapshot loaded from file");
+        return Ok(());
+    }
+    match edge.store().load()? {
+        Some(snapshot) => {
+            edge.install_snapshot(&snapshot, false)?;
+            tracing::info!(version = %snapshot.version, "snapshot loaded from the data dir");
+        }
+        None => tracing::warn!(
+            "no snapshot yet: every host answers 'not configured' and /readyz is 503"
+        ),
+    }
+    Ok(())
+}
+
+fn server_conf(config: &EdgeConfig) -> ServerConf {
+    let dir = config.data_dir.display();
+    ServerConf {
+        threads: config.threads,
+        pid_file: format!("{dir}/edge.pid"),
+        upgrade_sock: format!("{dir}/upgrade.sock"),
+        grace_period_seconds: Some(5),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    }
+}
