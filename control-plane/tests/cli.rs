@@ -135,6 +135,7 @@ async fn dev_prints_a_curl_that_adds_a_domain() {
             key = rest.split('\'').next().map(str::to_string);
         }
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let resp = reqwest::Client::new()
         .post(url.unwrap())
         .bearer_auth(key.unwrap())

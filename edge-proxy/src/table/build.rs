@@ -8,7 +8,7 @@ use portico_protocol::{
     CertificateBundle, ChallengeAnswer, ChallengeId, Change, Delta, HostConfig, Snapshot,
 };
 
-use super::certs::parse_certified_key;
+use super::certs::{Check, parse_certified_key};
 use super::names::{self, NameKey};
 use super::{Route, RoutingTable, TableError};
 
@@ -127,7 +127,8 @@ impl RoutingTable {
             .iter()
             .map(|name| names::parse_name(name).map_err(|r| invalid(format!("name {name:?} {r}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let certified = parse_certified_key(&bundle.chain_pem, &bundle.key_pem).map_err(invalid)?;
+        let certified = parse_certified_key(&bundle.chain_pem, &bundle.key_pem, Check::Strict)
+            .map_err(invalid)?;
         for key in keys {
             match key {
                 NameKey::Exact(name) => self.certs.insert(name, Arc::clone(&certified)),
@@ -169,7 +170,8 @@ impl RoutingTable {
                 let NameKey::Exact(name) = parse_hostname(hostname)? else {
                     return Err(invalid("TLS-ALPN-01 cannot validate a wildcard".to_owned()));
                 };
-                let certified = parse_certified_key(certificate_pem, key_pem).map_err(invalid)?;
+                let certified = parse_certified_key(certificate_pem, key_pem, Check::Challenge)
+                    .map_err(invalid)?;
                 self.tls_alpn01.insert(name, certified);
             }
             ChallengeAnswer::Unknown => self.unknown_changes_skipped += 1,

@@ -9,11 +9,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{Error, InconsistentKeys};
 
+/// How strictly the end-entity certificate is checked against its key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Check {
+    /// Serving certificates: webpki must parse it and the key must match.
+    Strict,
+    /// TLS-ALPN-01 challenge certificates carry the critical `acmeIdentifier`
+    /// extension, which webpki refuses to parse; only a provable key
+    /// mismatch is an error for them.
+    Challenge,
+}
+
 /// Parses a PEM chain (end-entity first) and its PEM private key, and checks
 /// that the key belongs to the end-entity certificate.
 pub(super) fn parse_certified_key(
     chain_pem: &str,
     key_pem: &str,
+    check: Check,
 ) -> Result<Arc<CertifiedKey>, String> {
     let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -33,6 +45,7 @@ pub(super) fn parse_certified_key(
         Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
             Err("private key does not match the certificate".to_owned())
         }
+        Err(Error::InvalidCertificate(_)) if check == Check::Challenge => Ok(Arc::new(certified)),
         Err(e) => Err(format!("end-entity certificate: {e}")),
     }
 }
