@@ -35,6 +35,9 @@ pub struct Cli {
     /// Worker threads for the proxy.
     #[arg(long, env = "PORTICO_EDGE_THREADS")]
     pub threads: Option<usize>,
+    /// PEM file of CAs trusted for upstream TLS (default: the system's roots).
+    #[arg(long, env = "PORTICO_EDGE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Take over the listening sockets of a running edge (graceful upgrade).
     #[arg(long, short = 'u')]
     pub upgrade: bool,
@@ -53,6 +56,7 @@ struct FileConfig {
     threads: Option<usize>,
     upstream_connect_timeout_ms: Option<u64>,
     upstream_read_timeout_ms: Option<u64>,
+    upstream_ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,6 +70,7 @@ pub struct EdgeConfig {
     pub threads: usize,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
+    pub upstream_ca_file: Option<PathBuf>,
     pub upgrade: bool,
 }
 
@@ -119,6 +124,7 @@ impl EdgeConfig {
             upstream_read_timeout: Duration::from_millis(
                 file.upstream_read_timeout_ms.unwrap_or(60_000),
             ),
+            upstream_ca_file: cli.upstream_ca_file.or(file.upstream_ca_file),
             upgrade: cli.upgrade,
         })
     }

@@ -11,7 +11,7 @@
 //! goes through the thin pingora hooks in [`proxy`], which ask [`routing`]
 //! what to do (challenge answer, 421, redirect, branded page, proxy) and
 //! [`upstream`] which target to use. [`admin`] serves health and
-//! [`metrics`].
+//! [`metrics`]; [`reload`] re-reads the snapshot file on SIGHUP.
 
 pub mod admin;
 pub mod config;
@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod on_demand;
 pub mod pages;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod source;
 pub mod state;

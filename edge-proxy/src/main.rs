@@ -10,6 +10,7 @@ use portico_edge::config::{Cli, EdgeConfig};
 use portico_edge::metrics::Metrics;
 use portico_edge::on_demand::OnDemand;
 use portico_edge::proxy::EdgeProxy;
+use portico_edge::reload::SnapshotReloader;
 use portico_edge::source::{CertificateSource, HttpSource};
 use portico_edge::state::Edge;
 use portico_edge::store::{SnapshotStore, read_snapshot};
@@ -77,8 +78,16 @@ fn run() -> anyhow::Result<()> {
     let mut admin = Service::new("admin".to_string(), Admin { edge: edge.clone() });
     admin.add_tcp(&config.admin.to_string());
 
+    let reloader = SnapshotReloader {
+        edge: edge.clone(),
+        path: config.snapshot.clone(),
+    };
     server.add_service(service);
     server.add_service(admin);
+    server.add_service(pingora::services::background::background_service(
+        "snapshot reload",
+        reloader,
+    ));
     tracing::info!(http = %config.http, https = %config.https, admin = %config.admin, version = %edge.table().version(), "edge starting");
     server.run_forever()
 }
@@ -115,6 +124,10 @@ fn server_conf(config: &EdgeConfig) -> ServerConf {
         upgrade_sock: format!("{dir}/upgrade.sock"),
         grace_period_seconds: Some(5),
         graceful_shutdown_timeout_seconds: Some(10),
+        ca_file: config
+            .upstream_ca_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         ..ServerConf::default()
     }
 }

@@ -32,6 +32,10 @@ pub struct Ctx {
     tls: bool,
     tried: Vec<usize>,
     current: Option<usize>,
+    /// Request body bytes seen so far (bodies without Content-Length are
+    /// counted as they stream).
+    body_bytes: u64,
+    body_limit: u64,
 }
 
 #[async_trait]
@@ -78,6 +82,7 @@ impl ProxyHttp for EdgeProxy {
         };
         let decision = routing::decide(&table, &facts);
         ctx.incoming_host = host;
+        ctx.body_limit = table.settings().max_request_body_bytes;
         match decision {
             Decision::Proxy { route, wildcard } => {
                 ctx.host_class = if wildcard { "wildcard" } else { "exact" };
@@ -100,6 +105,20 @@ impl ProxyHttp for EdgeProxy {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > ctx.body_limit {
+            return Error::e_explain(HTTPStatus(413), "request body over the limit");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

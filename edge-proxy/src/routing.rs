@@ -107,3 +107,183 @@ fn page(status: u16) -> Decision {
         crate::pages::html(status),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_protocol::{
+        ChallengeAnswer, ConfigVersion, EdgeSettings, HostConfig, PROTOCOL_VERSION, Snapshot,
+    };
+
+    fn table(hosts: Vec<HostConfig>) -> RoutingTable {
+        let snapshot = Snapshot {
+            v: PROTOCOL_VERSION,
+            version: ConfigVersion(1),
+            hosts,
+            certificates: vec![],
+            challenges: vec![ChallengeAnswer::Http01 {
+                token: "tok".into(),
+                key_authorization: "tok.key".into(),
+            }],
+            settings: EdgeSettings {
+                max_request_body_bytes: 100,
+                ..EdgeSettings::default()
+            },
+        };
+        RoutingTable::from_snapshot(&snapshot).unwrap()
+    }
+
+    fn host(name: &str, redirects: Vec<Redirect>) -> HostConfig {
+        let mut h = HostConfig::new(name);
+        h.targets = vec!["10.0.0.1:80".into()];
+        h.redirects = redirects;
+        h
+    }
+
+    fn facts<'a>(
+        host: &'a str,
+        path: &'a str,
+        tls: bool,
+        sni: Option<&'a str>,
+    ) -> RequestFacts<'a> {
+        RequestFacts {
+            host,
+            path_and_query: path,
+            tls,
+            sni,
+            content_length: None,
+        }
+    }
+
+    fn status(d: &Decision) -> u16 {
+        match d {
+            Decision::Respond { status, .. } => *status,
+            Decision::Redirect(_) => 308,
+            Decision::Proxy { .. } => 0,
+        }
+    }
+
+    #[test]
+    fn challenges_are_answered_on_plain_http_only() {
+        let t = table(vec![host("a.example.com", vec![Redirect::ToHttps])]);
+        let d = decide(
+            &t,
+            &facts(
+                "a.example.com",
+                "/.well-known/acme-challenge/tok",
+                false,
+                None,
+            ),
+        );
+        assert_eq!(
+            d,
+            Decision::Respond {
+                status: 200,
+                content_type: "text/plain",
+                body: "tok.key".into()
+            }
+        );
+        assert_eq!(
+            status(&decide(
+                &t,
+                &facts(
+                    "x.example.com",
+                    "/.well-known/acme-challenge/nope",
+                    false,
+                    None
+                )
+            )),
+            404
+        );
+        // Over TLS the path is an ordinary request.
+        assert_eq!(
+            status(&decide(
+                &t,
+                &facts(
+                    "a.example.com",
+                    "/.well-known/acme-challenge/tok",
+                    true,
+                    Some("a.example.com")
+                )
+            )),
+            0
+        );
+    }
+
+    #[test]
+    fn host_must_match_sni() {
+        let t = table(vec![
+            host("a.example.com", vec![]),
+            host("b.example.com", vec![]),
+        ]);
+        assert_eq!(
+            status(&decide(
+                &t,
+                &facts("b.example.com", "/", true, Some("a.example.com"))
+            )),
+            421
+        );
+        assert_eq!(
+            status(&decide(
+                &t,
+                &facts("a.example.com", "/", true, Some("a.example.com"))
+            )),
+            0
+        );
+        // No SNI (an IP-literal connection): nothing to compare.
+        assert_eq!(
+            status(&decide(&t, &facts("a.example.com", "/", true, None))),
+            0
+        );
+    }
+
+    #[test]
+    fn redirects_compose_and_keep_the_path() {
+        let t = table(vec![
+            host(
+                "www.example.org",
+                vec![Redirect::ToHttps, Redirect::WwwToApex],
+            ),
+            host("example.net", vec![Redirect::ApexToWww]),
+            host("www.example.net", vec![Redirect::ApexToWww]),
+        ]);
+        assert_eq!(
+            decide(&t, &facts("www.example.org", "/a?b", false, None)),
+            Decision::Redirect("https://example.org/a?b".into())
+        );
+        assert_eq!(
+            decide(
+                &t,
+                &facts("www.example.org", "/a", true, Some("www.example.org"))
+            ),
+            Decision::Redirect("https://example.org/a".into())
+        );
+        assert_eq!(
+            decide(&t, &facts("example.net", "/", false, None)),
+            Decision::Redirect("http://www.example.net/".into())
+        );
+        assert_eq!(
+            status(&decide(&t, &facts("www.example.net", "/", false, None))),
+            0,
+            "no loop"
+        );
+    }
+
+    #[test]
+    fn unknown_hosts_oversized_bodies_and_targetless_routes() {
+        let mut bare = HostConfig::new("bare.example.com");
+        bare.targets = vec![];
+        let t = table(vec![host("a.example.com", vec![]), bare]);
+        assert_eq!(
+            status(&decide(&t, &facts("nobody.example.com", "/", false, None))),
+            404
+        );
+        let mut big = facts("a.example.com", "/", false, None);
+        big.content_length = Some(101);
+        assert_eq!(status(&decide(&t, &big)), 413);
+        assert_eq!(
+            status(&decide(&t, &facts("bare.example.com", "/", false, None))),
+            502
+        );
+    }
+}

@@ -41,10 +41,8 @@ impl Edge {
     /// Validates a snapshot, installs it and persists it. An invalid snapshot
     /// leaves the current table in place.
     pub fn install_snapshot(&self, snapshot: &Snapshot, persist: bool) -> anyhow::Result<()> {
-        let table = RoutingTable::from_snapshot(snapshot).map_err(|e| {
-            self.metrics.rejected_configs.inc();
-            anyhow::anyhow!("snapshot {} rejected: {e}", snapshot.version)
-        })?;
+        let table = RoutingTable::from_snapshot(snapshot)
+            .map_err(|e| anyhow::anyhow!("snapshot {} rejected: {e}", snapshot.version))?;
         self.swap(table);
         self.ready.store(true, Ordering::Release);
         if persist {
