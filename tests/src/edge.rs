@@ -152,6 +152,60 @@ impl TestEdge {
         Ok(edge)
     }
 
+    /// A graceful upgrade: starts a new edge process with `--upgrade` on the
+    /// same addresses and data dir, then sends this one SIGQUIT so it hands its
+    /// listening sockets over and drains. Returns the new edge once this one
+    /// has exited.
+    pub async fn upgrade(&mut self, args: &[String]) -> anyhow::Result<TestEdge> {
+        let sock = self.data_dir.join("upgrade.sock");
+        let _ = std::fs::remove_file(&sock);
+        let child = Command::new(edge_binary()?)
+            .args([
+                "--http",
+                &self.http.to_string(),
+                "--https",
+                &self.https.to_string(),
+                "--admin",
+                &self.admin.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .arg("--upgrade")
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut next = TestEdge {
+            http: self.http,
+            https: self.https,
+            admin: self.admin,
+            data_dir: self.data_dir.clone(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the new edge never opened {}",
+                sock.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await; // allow-sleep: polling with a deadline
+        }
+        self.signal("QUIT")?;
+        while self.child.try_wait()?.is_none() {
+            anyhow::ensure!(
+                Instant::now() < deadline + Duration::from_secs(20),
+                "the old edge did not exit after SIGQUIT"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
+        }
+        next.wait_until_listening().await?;
+        Ok(next)
+    }
+
     /// Polls the admin /healthz and the HTTPS port until both answer.
     async fn wait_until_listening(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);

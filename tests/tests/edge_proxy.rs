@@ -367,3 +367,51 @@ async fn a_broken_snapshot_file_is_refused_at_start() -> anyhow::Result<()> {
     assert!(!dir.join("snapshot.json").exists(), "nothing persisted");
     Ok(())
 }
+
+#[tokio::test]
+async fn graceful_upgrade_hands_the_sockets_over_without_refusing_anyone() -> anyhow::Result<()> {
+    let ca = TestCa::new()?;
+    let up = echo_upstream("up").await?;
+    let snap = snapshot(
+        5,
+        vec![host("up.example.com", &[up])],
+        vec![ca.bundle(&["up.example.com"])?],
+    );
+    let mut old = TestEdge::start(&snap, &[]).await?;
+    let client = https_client(&ca, &old, &["up.example.com"])?;
+    let url = format!("https://up.example.com:{}/", old.https.port());
+    let old_pid = old.pid();
+
+    // Keep requesting (new connections each time) until the upgrade is over;
+    // every request must succeed.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (url, done) = (url.clone(), done.clone());
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.root_pem().as_bytes())?)
+            .resolve("up.example.com", old.https)
+            .pool_max_idle_per_host(0)
+            .build()?;
+        tokio::spawn(async move {
+            let mut ok = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let resp = client.get(&url).send().await?;
+                anyhow::ensure!(resp.status() == 200, "status {}", resp.status());
+                ok += 1;
+            }
+            Ok::<_, anyhow::Error>(ok)
+        })
+    };
+    let new = old.upgrade(&[]).await?;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_ne!(new.pid(), old_pid);
+    let served = load.await??;
+    assert!(
+        served > 10,
+        "requests kept flowing during the upgrade: {served}"
+    );
+    // The new process serves from the persisted snapshot on the same sockets.
+    assert_eq!(new.admin_get("/readyz").await?.1.trim(), "ready 5");
+    assert_eq!(client.get(&url).send().await?.status(), 200);
+    Ok(())
+}
