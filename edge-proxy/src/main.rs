@@ -19,6 +19,11 @@ use portico_edge::upstream::Upstreams;
 use std::sync::Arc;
 use std::time::Duration;
 
+// The request path allocates per request (headers, buffers); glibc's malloc
+// was 16 % of the edge's CPU under load (perf, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("portico-edge: {e:#}");
