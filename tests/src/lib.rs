@@ -156,6 +156,20 @@ impl TestApp {
         Ok((status, json))
     }
 
+    /// The types of the tenant's events, oldest first (up to 200).
+    pub async fn event_types(&self, key: &str) -> anyhow::Result<Vec<String>> {
+        let (_, body) = self
+            .call(reqwest::Method::GET, "/v1/events?limit=200", key, None)
+            .await?;
+        let items = body["items"]
+            .as_array()
+            .context("events page has no items")?;
+        Ok(items
+            .iter()
+            .filter_map(|e| e["type"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Row count of a table in this app's database (to prove nothing was stored).
     pub async fn count(&self, table: &'static str) -> anyhow::Result<i64> {
         // `table` is a literal from the test source.

@@ -5,19 +5,6 @@ use portico_e2e::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn events(app: &TestApp, key: &str) -> Vec<String> {
-    let (_, body) = app
-        .call(Method::GET, "/v1/events?limit=200", key, None)
-        .await
-        .unwrap();
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_domain_goes_through_its_whole_lifecycle() -> anyhow::Result<()> {
     let app = TestApp::spawn(&[]).await?;
@@ -104,7 +91,7 @@ async fn a_domain_goes_through_its_whole_lifecycle() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 404);
     assert_eq!(
-        events(&app, &key).await,
+        app.event_types(&key).await?,
         vec!["domain.created", "domain.deleted"]
     );
     app.stop().await

@@ -51,19 +51,6 @@ async fn verify(app: &TestApp, key: &str, id: &str) -> Value {
     body
 }
 
-async fn event_types(app: &TestApp, key: &str) -> Vec<String> {
-    let (_, body) = app
-        .call(Method::GET, "/v1/events", key, None)
-        .await
-        .unwrap();
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn verify_moves_a_domain_through_its_states() -> anyhow::Result<()> {
     let (dns, app, key) = setup(
@@ -157,7 +144,7 @@ async fn verify_moves_a_domain_through_its_states() -> anyhow::Result<()> {
     assert_eq!(stored["diagnosis"]["verdict"], "ok");
     assert!(stored["checked_at"].is_string());
     assert_eq!(
-        event_types(&app, &key).await,
+        app.event_types(&key).await?,
         vec![
             "domain.created",
             "domain.verified",
@@ -225,8 +212,8 @@ async fn the_job_queue_verifies_domains_without_being_asked() -> anyhow::Result<
             .await?;
     assert!(jobs >= 1, "the check ran as an apalis job");
     assert!(
-        event_types(&app, &key)
-            .await
+        app.event_types(&key)
+            .await?
             .contains(&"domain.verified".to_string())
     );
     app.stop().await
@@ -286,8 +273,8 @@ async fn fan_out_claims_due_domains_once_and_marks_old_pending_ones_stale() -> a
         .collect();
     assert_eq!(stale, vec!["c.bobs.io"]);
     assert!(
-        event_types(&app, &key)
-            .await
+        app.event_types(&key)
+            .await?
             .contains(&"domain.stale".to_string())
     );
     app.stop().await
