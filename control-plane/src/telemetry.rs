@@ -42,7 +42,13 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        tenant = tracing::field::Empty,
+    );
     let mut resp = REQUEST_ID
         .scope(id.clone(), next.run(req).instrument(span))
         .await;

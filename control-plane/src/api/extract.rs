@@ -127,6 +127,8 @@ impl FromRequestParts<AppState> for TenantAuth {
             return Err(ApiError::Unauthorized("this account is suspended"));
         }
         db::api_keys::touch(&state.pool, found.key_id).await?;
+        // Every log line of this request now carries the tenant.
+        tracing::Span::current().record("tenant", tracing::field::display(found.tenant.id));
         Ok(TenantAuth {
             tenant: found.tenant,
         })
