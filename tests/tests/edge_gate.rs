@@ -220,3 +220,49 @@ async fn tls_alpn_01_is_answered_with_the_challenge_certificate() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn unknown_names_get_the_default_certificate_when_one_is_configured() -> anyhow::Result<()> {
+    let ca = Arc::new(TestCa::new()?);
+    let (url, calls) = certificate_source(ca.clone(), &[]).await?;
+    let mut snap = snapshot(1, vec![], vec![ca.bundle(&["fallback.portico.example"])?]);
+    snap.settings.default_certificate = Some("fallback.portico.example".into());
+    let edge = TestEdge::start(&snap, &["--certificate-source", &url]).await?;
+    // The client checks the name, so it refuses the fallback for another name...
+    assert!(
+        tls_connect(
+            Some(&ca.root_pem()),
+            edge.https,
+            "stranger.example.com",
+            &[b"http/1.1"]
+        )
+        .await
+        .is_err()
+    );
+    // ...but the edge did present it: the handshake completes for its own name.
+    let tls = tls_connect(
+        Some(&ca.root_pem()),
+        edge.https,
+        "fallback.portico.example",
+        &[b"http/1.1"],
+    )
+    .await?;
+    assert!(tls.get_ref().1.peer_certificates().is_some());
+    // And an unverifying client sees that certificate for any unknown SNI.
+    let tls = tls_connect(None, edge.https, "stranger.example.com", &[b"http/1.1"]).await?;
+    let cert = &tls.get_ref().1.peer_certificates().unwrap()[0];
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())?;
+    let san = parsed
+        .subject_alternative_name()?
+        .unwrap()
+        .value
+        .general_names[0]
+        .to_string();
+    assert_eq!(san, "DNSName(fallback.portico.example)");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "unknown names never ask for a certificate"
+    );
+    Ok(())
+}
