@@ -5,6 +5,17 @@
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# at_exit CMD — run CMD when the calling script exits (last registered runs first).
+exit_hooks=()
+at_exit() {
+  exit_hooks+=("$*")
+  trap run_exit_hooks EXIT
+}
+run_exit_hooks() {
+  local i
+  for ((i = ${#exit_hooks[@]} - 1; i >= 0; i--)); do eval "${exit_hooks[$i]}" || true; done
+}
+
 apt_updated=0
 # ensure_packages CMD:PACKAGE ... — apt-get installs PACKAGE when CMD is missing.
 ensure_packages() {
@@ -73,7 +84,7 @@ start_private_postgres() {
   "${as[@]}" "$bin/pg_ctl" -D "$PORTICO_PG_DIR/data" -l "$PORTICO_PG_DIR/log" -w \
     -o "-p $port -k $PORTICO_PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
   export PORTICO_PG_BIN="$bin" PORTICO_PG_AS="${as[*]}"
-  trap stop_private_postgres EXIT
+  at_exit stop_private_postgres
   export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
