@@ -16,7 +16,9 @@ const DOWN_FOR: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Upstreams {
     next: AtomicUsize,
-    down: Mutex<HashMap<String, Instant>>,
+    /// Targets whose connect failed, and when. Usually empty: the request
+    /// path then takes the lock, sees nothing, and allocates nothing.
+    down: Mutex<HashMap<Target, Instant>>,
 }
 
 impl Upstreams {
@@ -27,29 +29,32 @@ impl Upstreams {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidates: Vec<usize> = (0..n)
+        let mut candidates = (0..n)
             .map(|i| (start + i) % n)
-            .filter(|i| !tried.contains(i))
-            .collect();
+            .filter(|i| !tried.contains(i));
+        let first = candidates.next()?;
         let down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
-        let healthy = candidates.iter().copied().find(|i| {
-            down.get(&route.targets[*i].to_string())
+        let is_up = |i: usize| {
+            down.get(&route.targets[i])
                 .is_none_or(|at| at.elapsed() >= DOWN_FOR)
-        });
-        healthy.or_else(|| candidates.first().copied())
+        };
+        if down.is_empty() || is_up(first) {
+            return Some(first);
+        }
+        Some(candidates.find(|&i| is_up(i)).unwrap_or(first))
     }
 
     pub fn mark_down(&self, target: &Target) {
         self.down
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(target.to_string(), Instant::now());
+            .insert(target.clone(), Instant::now());
     }
 
     pub fn mark_up(&self, target: &Target) {
         let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
         if !down.is_empty() {
-            down.remove(&target.to_string());
+            down.remove(target);
         }
     }
 }
@@ -63,4 +68,43 @@ pub async fn resolve(target: &Target) -> std::io::Result<SocketAddr> {
         .await?
         .next()
         .ok_or_else(|| std::io::Error::other(format!("{} has no address", target.host)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portico_protocol::HostConfig;
+
+    fn route(n: u16) -> Route {
+        let targets: Vec<Target> = (1..=n)
+            .map(|p| Target {
+                host: "10.0.0.1".into(),
+                port: p,
+            })
+            .collect();
+        Route {
+            config: HostConfig::new("a.example.com"),
+            targets,
+        }
+    }
+
+    #[test]
+    fn round_robin_skips_tried_and_down_targets() {
+        let (u, r) = (Upstreams::default(), route(3));
+        let picks: Vec<usize> = (0..6).filter_map(|_| u.pick(&r, &[])).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        u.mark_down(&r.targets[0]);
+        assert!(
+            (0..6).all(|_| u.pick(&r, &[]) != Some(0)),
+            "a down target is skipped"
+        );
+        assert_eq!(
+            u.pick(&r, &[1, 2]),
+            Some(0),
+            "only the down one left: try it anyway"
+        );
+        assert_eq!(u.pick(&r, &[0, 1, 2]), None, "all tried");
+        u.mark_up(&r.targets[0]);
+        assert!((0..3).any(|_| u.pick(&r, &[]) == Some(0)));
+    }
 }
