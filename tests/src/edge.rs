@@ -384,7 +384,8 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
 }
 
 /// An upstream that answers every request with what it saw, as JSON:
-/// `{"upstream": name, "method", "path", "headers": {...}}`.
+/// `{"upstream": name, "method", "path", "headers": {...}, "body_len"}`.
+/// It reads the whole request body before it answers.
 pub async fn echo_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
     use axum::extract::Request;
     let app = axum::Router::new().fallback(move |req: Request| async move {
@@ -398,11 +399,24 @@ pub async fn echo_upstream(name: &'static str) -> anyhow::Result<SocketAddr> {
                 )
             })
             .collect();
+        let method = req.method().as_str().to_string();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        // Read the whole body before answering, as an upload endpoint does.
+        let body_len = axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024)
+            .await
+            .map(|b| b.len())
+            .ok();
         axum::Json(serde_json::json!({
             "upstream": name,
-            "method": req.method().as_str(),
-            "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            "method": method,
+            "path": path,
             "headers": headers,
+            "body_len": body_len,
         }))
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

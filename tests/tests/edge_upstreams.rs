@@ -176,14 +176,12 @@ async fn oversized_bodies_get_413() -> anyhow::Result<()> {
     let edge = TestEdge::start(&snap, &[]).await?;
     let client = https_client(&ca, &edge, &["body.example.com"])?;
     let url = format!("https://body.example.com:{}/upload", edge.https.port());
+    let resp = client.post(&url).body(vec![b'x'; 1024]).send().await?;
+    assert_eq!(resp.status(), 200);
+    let echoed: serde_json::Value = resp.json().await?;
     assert_eq!(
-        client
-            .post(&url)
-            .body(vec![b'x'; 1024])
-            .send()
-            .await?
-            .status(),
-        200
+        echoed["body_len"], 1024,
+        "a body at the limit reaches the upstream whole"
     );
     let resp = client.post(&url).body(vec![b'x'; 1025]).send().await?;
     assert_eq!(resp.status(), 413);
