@@ -402,6 +402,7 @@ mod tests {
             ("*.*.example.com", WildcardMisplaced),
             ("*", WildcardMisplaced),
             ("xn--zz.example", idna("xn--zz.example")),
+            ("xn--a.a.example.com", idna("xn--a.a.example.com")),
             ("a\u{200D}b.example", idna("a\u{200D}b.example")),
             ("\u{FF0A}.example.com", idna("\u{FF0A}.example.com")),
             ("a..b.com", EmptyLabel),
@@ -520,6 +521,10 @@ mod tests {
         ) {
             let name = format!("{}.example.com", labels.join("."));
             prop_assume!(name.len() <= MAX_LEN);
+            // `xn--` labels are A-labels: valid only when they decode as
+            // punycode, which random LDH rarely does (rejected cases are in
+            // the table test above).
+            prop_assume!(labels.iter().all(|l| !l.starts_with("xn--")));
             let parsed = parse(&name);
             prop_assert_eq!(parsed.as_ref().map(Hostname::as_str), Ok(name.as_str()));
         }
