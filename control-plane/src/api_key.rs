@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 const SCHEME: &str = "ptk";
+/// Edge tokens have the same shape with their own scheme, so that one can
+/// never be mistaken for the other.
+pub const EDGE_SCHEME: &str = "pte";
 const PREFIX_LEN: usize = 10;
 const PREFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
 
@@ -34,6 +37,11 @@ pub struct MalformedKey;
 
 impl NewApiKey {
     pub fn generate() -> Self {
+        Self::generate_with(SCHEME)
+    }
+
+    /// A token of another scheme (e.g. [`EDGE_SCHEME`]).
+    pub fn generate_with(scheme: &str) -> Self {
         let mut rng = rand::rng();
         let prefix: String = (0..PREFIX_LEN)
             .map(|_| char::from(PREFIX_ALPHABET[rng.random_range(0..PREFIX_ALPHABET.len())]))
@@ -42,7 +50,7 @@ impl NewApiKey {
         let secret = URL_SAFE_NO_PAD.encode(bytes);
         NewApiKey {
             hash: hash_secret(&secret),
-            token: Secret::new(format!("{SCHEME}_{prefix}_{secret}")),
+            token: Secret::new(format!("{scheme}_{prefix}_{secret}")),
             prefix,
         }
     }
@@ -50,7 +58,15 @@ impl NewApiKey {
 
 impl PresentedKey {
     pub fn parse(token: &str) -> Result<Self, MalformedKey> {
-        let rest = token.strip_prefix("ptk_").ok_or(MalformedKey)?;
+        Self::parse_with(token, SCHEME)
+    }
+
+    /// Parses a token of another scheme (e.g. [`EDGE_SCHEME`]).
+    pub fn parse_with(token: &str, scheme: &str) -> Result<Self, MalformedKey> {
+        let rest = token
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix('_'))
+            .ok_or(MalformedKey)?;
         let (prefix, secret) = rest.split_once('_').ok_or(MalformedKey)?;
         let prefix_ok =
             prefix.len() == PREFIX_LEN && prefix.bytes().all(|b| PREFIX_ALPHABET.contains(&b));
@@ -86,6 +102,19 @@ mod tests {
         assert!(presented.matches(&key.hash));
         let other = NewApiKey::generate();
         assert!(!presented.matches(&other.hash));
+    }
+
+    #[test]
+    fn schemes_do_not_mix() {
+        let edge = NewApiKey::generate_with(EDGE_SCHEME);
+        assert!(edge.token.expose().starts_with("pte_"));
+        assert!(PresentedKey::parse_with(edge.token.expose(), EDGE_SCHEME).is_ok());
+        assert_eq!(
+            PresentedKey::parse(edge.token.expose()).unwrap_err(),
+            MalformedKey
+        );
+        let api = NewApiKey::generate();
+        assert!(PresentedKey::parse_with(api.token.expose(), EDGE_SCHEME).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::db;
 use crate::dns::DnsChecker;
 use crate::jobs::{self, JobContext};
+use crate::publish::{self, Publisher};
 use crate::settings::Settings;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ pub struct Options {
     pub worker: bool,
 }
 
-pub async fn state(settings: Settings) -> anyhow::Result<AppState> {
+/// Builds the shared state; background tasks it starts end with `stop`.
+pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Result<AppState> {
     let pool = db::connect(&settings.database_url, settings.db_max_connections).await?;
     if settings.run_migrations {
         db::migrate(&pool).await?;
@@ -35,9 +37,12 @@ pub async fn state(settings: Settings) -> anyhow::Result<AppState> {
     let dns = DnsChecker::new(&settings.dns)?;
     let limiter =
         api::middleware::limiter(settings.limits.rate_per_second, settings.limits.rate_burst);
+    let settings = Arc::new(settings);
+    let latest = publish::notifier::spawn(pool.clone(), stop.clone());
     Ok(AppState {
+        publisher: Publisher::new(pool.clone(), settings.clone(), latest),
         pool,
-        settings: Arc::new(settings),
+        settings,
         dns,
         limiter,
     })
@@ -54,8 +59,8 @@ pub fn job_context(state: &AppState) -> JobContext {
 /// Starts the HTTP server and/or the workers in background tasks.
 pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Running> {
     let listen = settings.listen;
-    let state = state(settings).await?;
     let stop = CancellationToken::new();
+    let state = state(settings, &stop).await?;
     let mut tasks = Vec::new();
     let mut addr = listen;
     if options.http {
@@ -76,6 +81,7 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
         tasks.push(tokio::spawn(jobs::run(job_context(&state), stop.clone())));
     }
     spawn_limiter_gc(&state, stop.clone());
+    spawn_compaction(&state, stop.clone());
     Ok(Running {
         addr,
         state,
@@ -93,6 +99,35 @@ fn spawn_limiter_gc(state: &AppState, stop: CancellationToken) {
             tokio::select! {
                 _ = tick.tick() => { limiter.retain_recent(); limiter.shrink_to_fit(); }
                 _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Compacts and prunes the config change log (any replica may; the
+/// statements are idempotent).
+fn spawn_compaction(state: &AppState, stop: CancellationToken) {
+    let pool = state.pool.clone();
+    let c = state.settings.config.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(c.compact_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            match db::config::compact(&pool, c.retain_versions, c.retain_for.as_secs_f64()).await {
+                Ok(done) if done.superseded + done.expired > 0 => {
+                    tracing::info!(
+                        superseded = done.superseded,
+                        expired = done.expired,
+                        log_floor = done.log_floor,
+                        "config log compacted"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "config log compaction failed"),
             }
         }
     });

@@ -57,6 +57,10 @@ id_type!(
     ApiKeyId
 );
 id_type!(
+    /// One registered edge proxy.
+    EdgeId
+);
+id_type!(
     /// One row of the events outbox.
     EventId
 );

@@ -18,12 +18,14 @@
 pub mod api;
 pub mod api_key;
 pub mod app;
+pub mod crypto;
 pub mod db;
 pub mod dns;
 pub mod domain_status;
 pub mod hostname;
 pub mod ids;
 pub mod jobs;
+pub mod publish;
 pub mod secret;
 pub mod settings;
 pub mod target;

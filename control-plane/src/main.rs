@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use portico_control_plane::api::edges::create_edge;
 use portico_control_plane::api::tenants::create_tenant;
 use portico_control_plane::app::{self, Options};
 use portico_control_plane::db;
@@ -35,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Manage edge proxies.
+    Edge {
+        #[command(subcommand)]
+        command: EdgeCommand,
+    },
     /// Development mode: serve + worker in one process, a demo tenant and a ready curl command.
     Dev,
 }
@@ -47,6 +53,19 @@ enum TenantCommand {
         name: String,
         #[arg(long, default_value = "free", value_parser = ["free", "pro", "enterprise"])]
         plan: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdgeCommand {
+    /// Register an edge and print its id and token (shown once) as JSON.
+    Create {
+        /// Unique name, e.g. `fra-1`.
+        #[arg(long)]
+        name: String,
+        /// Region code, e.g. `fra`.
+        #[arg(long)]
+        region: String,
     },
 }
 
@@ -92,6 +111,19 @@ async fn main() -> anyhow::Result<()> {
             }
             let plan = Plan::parse(&plan).context("plan must be free, pro or enterprise")?;
             let created = create_tenant(&pool, &name, plan)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(())
+        }
+        Command::Edge {
+            command: EdgeCommand::Create { name, region },
+        } => {
+            let pool = db::connect(&settings.database_url, 2).await?;
+            if settings.run_migrations {
+                db::migrate(&pool).await?;
+            }
+            let created = create_edge(&pool, &name, &region)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&created)?);

@@ -40,6 +40,24 @@ pub struct Settings {
     pub dns: DnsSettings,
     pub checks: CheckSettings,
     pub limits: LimitSettings,
+    pub config: ConfigSettings,
+    /// Seals private keys at rest; empty means certificates cannot be stored.
+    pub encryption_keys: crate::crypto::Keyring,
+}
+
+/// Config distribution to edges.
+#[derive(Clone, Debug)]
+pub struct ConfigSettings {
+    /// Change-log rows kept at least this many versions back.
+    pub retain_versions: u64,
+    /// ... and at least this long.
+    pub retain_for: Duration,
+    /// How often the change log is compacted and pruned.
+    pub compact_every: Duration,
+    /// Keep-alive frames on an idle config stream.
+    pub keepalive: Duration,
+    /// An edge whose heartbeat is older than this is shown as `stale`.
+    pub edge_stale_after: Duration,
 }
 
 /// Where customers point their DNS, and which names are ours.
@@ -152,6 +170,25 @@ impl Settings {
                 quota_pro: raw.parse_or("PORTICO_QUOTA_PRO", Some(10_000))?,
                 quota_enterprise: raw.parse_or("PORTICO_QUOTA_ENTERPRISE", Some(0))?,
             },
+            config: ConfigSettings {
+                retain_versions: raw.parse_or("PORTICO_CONFIG_RETAIN_VERSIONS", Some(100_000))?,
+                retain_for: secs(raw.parse_or("PORTICO_CONFIG_RETAIN_SECS", Some(86_400))?),
+                compact_every: secs(u64::from(positive(raw, "PORTICO_CONFIG_COMPACT_SECS", 60)?)),
+                keepalive: Duration::from_millis(u64::from(positive(
+                    raw,
+                    "PORTICO_CONFIG_KEEPALIVE_MS",
+                    15_000,
+                )?)),
+                edge_stale_after: secs(u64::from(positive(
+                    raw,
+                    "PORTICO_EDGE_STALE_AFTER_SECS",
+                    60,
+                )?)),
+            },
+            encryption_keys: crate::crypto::Keyring::parse(
+                raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
+            )
+            .map_err(|e| err("PORTICO_ENCRYPTION_KEYS", &e))?,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! by `POST /v1/domains/{id}/verify`.
 
 use crate::db;
+use crate::db::config::ConfigKey;
 use crate::db::domains::{CheckOutcome, DomainRecord};
 use crate::dns::{Diagnosis, DnsChecker, Expected};
 use crate::domain_status::{self, DomainStatus};
@@ -93,6 +94,10 @@ pub async fn check_domain(
         verified: t.status == DomainStatus::Active,
     };
     let domain = db::domains::record_check(&mut *tx, id, &outcome).await?;
+    if domain.status != current.status {
+        // On-demand TLS is allowed only while verified: edges must know.
+        db::config::publish(&mut tx, &[ConfigKey::Host(domain.hostname.clone())]).await?;
+    }
     if let Some(event) = t.event {
         let data = crate::api::domains::DomainView::new(settings, &domain).to_json();
         db::events::append(

@@ -4,6 +4,8 @@
 //!
 //! Later issues add edges, Pebble and upstream servers here.
 
+pub mod cluster;
+pub mod config_stream;
 pub mod dns_server;
 pub mod edge;
 
@@ -79,6 +81,8 @@ impl TestApp {
             ("PORTICO_DNS_NAMESERVERS", "127.0.0.1:9".into()),
             ("PORTICO_DNS_TIMEOUT_MS", "300".into()),
             ("PORTICO_DNS_ATTEMPTS", "1".into()),
+            ("PORTICO_ENCRYPTION_KEYS", cluster::ENCRYPTION_KEYS.into()),
+            ("PORTICO_CONFIG_KEEPALIVE_MS", "500".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

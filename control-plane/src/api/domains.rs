@@ -7,6 +7,7 @@ use super::error::{ApiError, FieldError, Problem};
 use super::extract::{JsonBody, TenantAuth};
 use super::pagination::{Page, PageParams};
 use crate::db;
+use crate::db::config::ConfigKey;
 use crate::db::domains::{DomainRecord, ListFilter, NewDomain};
 use crate::db::events::EventType;
 use crate::db::tenants::Tenant;
@@ -294,6 +295,11 @@ async fn insert_batch(
         &data,
     )
     .await?;
+    let keys: Vec<ConfigKey> = inserted
+        .iter()
+        .map(|d| ConfigKey::Host(d.hostname.clone()))
+        .collect();
+    db::config::publish(&mut tx, &keys).await?;
     tx.commit().await?;
     let mut by_host: std::collections::HashMap<String, DomainView> =
         views.into_iter().map(|v| (v.hostname.clone(), v)).collect();
@@ -358,9 +364,14 @@ pub async fn update(
     let id = parse_id(&id)?;
     let changes =
         domain_input::parse_changes(input, &state.settings).map_err(ApiError::from_fields)?;
-    let d = db::domains::update(&state.pool, auth.tenant.id, id, &changes)
+    let mut tx = state.pool.begin().await?;
+    let d = db::domains::update(&mut *tx, auth.tenant.id, id, &changes)
         .await?
         .ok_or(ApiError::NotFound("domain"))?;
+    if changes.affects_routing() {
+        db::config::publish(&mut tx, &[ConfigKey::Host(d.hostname.clone())]).await?;
+    }
+    tx.commit().await?;
     Ok(Json(DomainView::new(&state.settings, &d)))
 }
 
@@ -385,6 +396,7 @@ pub async fn delete(
         &data,
     )
     .await?;
+    db::config::publish(&mut tx, &ConfigKey::both(&d.hostname)).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

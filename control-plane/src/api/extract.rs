@@ -92,7 +92,7 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+pub fn bearer(parts: &Parts) -> Option<&str> {
     parts
         .headers
         .get(header::AUTHORIZATION)?

@@ -7,6 +7,7 @@
 
 pub mod domain_input;
 pub mod domains;
+pub mod edges;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub dns: DnsChecker,
     pub limiter: Arc<middleware::KeyedLimiter>,
+    pub publisher: crate::publish::Publisher,
 }
 
 #[derive(OpenApi)]
@@ -70,6 +72,10 @@ impl Modify for SecuritySchemes {
             "operator_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        components.add_security_scheme(
+            "edge_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -82,10 +88,11 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(domains::verify))
         .routes(routes!(domains::dns))
         .routes(routes!(tenants::create))
-        .routes(routes!(tenants::get))
+        .routes(routes!(tenants::get, tenants::update))
         .routes(routes!(tenants::create_key, tenants::list_keys))
         .routes(routes!(tenants::revoke_key))
         .routes(routes!(events::list))
+        .routes(routes!(edges::create, edges::list))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::idempotency,
@@ -96,6 +103,9 @@ pub fn router(state: AppState) -> axum::Router {
         ));
     let (v1, doc) = OpenApiRouter::new()
         .merge(v1)
+        .routes(routes!(edges::config))
+        .routes(routes!(edges::heartbeat))
+        .routes(routes!(edges::request_certificate))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))

@@ -105,6 +105,47 @@ pub async fn get(
     Ok(Json(t))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// `active` or `suspended`. A suspended tenant's API keys stop working
+    /// and every edge stops serving its domains.
+    pub status: TenantStatus,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "operator", params(("id" = String, Path)),
+    request_body = UpdateTenant,
+    responses((status = 200, body = Tenant), (status = 404, body = Problem), (status = 401, body = Problem)),
+    security(("operator_token" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    _op: OperatorAuth,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<UpdateTenant>,
+) -> Result<Json<Tenant>, ApiError> {
+    let id: TenantId = id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
+    let status = match input.status {
+        TenantStatus::Active => "active",
+        TenantStatus::Suspended => "suspended",
+    };
+    let mut tx = state.pool.begin().await?;
+    let (tenant, changed) = db::tenants::set_status(&mut *tx, id, status)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))?;
+    if changed {
+        db::config::publish_tenant(&mut tx, id.as_uuid()).await?;
+    }
+    tx.commit().await?;
+    Ok(Json(tenant))
+}
+
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 401, body = Problem)), security(("api_key" = [])))]
 pub async fn create_key(

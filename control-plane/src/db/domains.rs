@@ -57,6 +57,18 @@ pub struct DomainChanges {
     pub custom_metadata: Option<serde_json::Value>,
 }
 
+impl DomainChanges {
+    /// Whether edges route the domain differently afterwards (metadata
+    /// alone does not concern them).
+    pub fn affects_routing(&self) -> bool {
+        self.targets.is_some()
+            || self.target_tls.is_some()
+            || self.keep_host.is_some()
+            || self.redirects.is_some()
+            || self.tls_on_demand.is_some()
+    }
+}
+
 /// The outcome of a DNS check, to be stored in one update.
 pub struct CheckOutcome {
     pub status: String,

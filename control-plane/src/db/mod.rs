@@ -4,9 +4,13 @@
 //! Handlers and jobs call these functions; they never write SQL themselves.
 
 pub mod api_keys;
+pub mod certificates;
+pub mod config;
 pub mod domains;
+pub mod edges;
 pub mod events;
 pub mod idempotency;
+pub mod published;
 pub mod tenants;
 
 use crate::secret::Secret;

@@ -108,3 +108,31 @@ pub async fn lock(db: impl PgExecutor<'_>, id: TenantId) -> Result<(), sqlx::Err
     .await?;
     Ok(())
 }
+
+/// Sets a tenant's status; returns the tenant and whether it changed.
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    id: TenantId,
+    status: &str,
+) -> Result<Option<(Tenant, bool)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"WITH old AS (SELECT status FROM tenants WHERE id = $1 FOR UPDATE)
+           UPDATE tenants t SET status = $2 FROM old WHERE t.id = $1
+           RETURNING t.id, t.name, t.plan, t.status, t.created_at, old.status AS "old_status!""#,
+        id.as_uuid(),
+        status
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| {
+        let changed = r.old_status != r.status;
+        let tenant = Row {
+            id: r.id,
+            name: r.name,
+            plan: r.plan,
+            status: r.status,
+            created_at: r.created_at,
+        };
+        (Tenant::from(tenant), changed)
+    }))
+}

@@ -39,6 +39,49 @@ pub struct Snapshot {
     pub settings: EdgeSettings,
 }
 
+/// First frame of a snapshot sent in parts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotBegin {
+    /// Protocol version of the sender.
+    pub v: u32,
+    /// The config version the whole snapshot is.
+    pub version: ConfigVersion,
+    /// Edge-wide settings.
+    #[serde(default)]
+    pub settings: EdgeSettings,
+}
+
+/// Some of the hosts, certificates and challenges of a snapshot in parts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// Protocol version of the sender.
+    pub v: u32,
+    /// More hosts.
+    #[serde(default)]
+    pub hosts: Vec<HostConfig>,
+    /// More certificates.
+    #[serde(default)]
+    pub certificates: Vec<CertificateBundle>,
+    /// More challenge answers.
+    #[serde(default)]
+    pub challenges: Vec<ChallengeAnswer>,
+}
+
+/// Last frame of a snapshot in parts: the totals the receiver must have seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEnd {
+    /// Protocol version of the sender.
+    pub v: u32,
+    /// Same as the begin frame's version.
+    pub version: ConfigVersion,
+    /// Hosts sent in all chunks.
+    pub hosts: u64,
+    /// Certificates sent in all chunks.
+    pub certificates: u64,
+    /// Challenge answers sent in all chunks.
+    pub challenges: u64,
+}
+
 /// How one hostname is proxied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostConfig {

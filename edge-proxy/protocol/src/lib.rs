@@ -6,13 +6,19 @@
 //! How data flows:
 //!
 //! - The control plane produces a stream of [`Frame`]s, one JSON object per
-//!   line. The first is a [`Frame::Snapshot`] (the whole config at one
-//!   [`ConfigVersion`]); later ones are [`Frame::Delta`]s that move the edge
-//!   from one version to the next, and [`Frame::KeepAlive`]s while idle. The
-//!   edge reads each line with [`decode_frame`].
+//!   line. The first is the whole config at one [`ConfigVersion`]: either a
+//!   single [`Frame::Snapshot`] (snapshot files, small configs) or, so that
+//!   no line has to hold 200k hosts, a [`Frame::SnapshotBegin`], any number
+//!   of [`Frame::SnapshotChunk`]s and a [`Frame::SnapshotEnd`] that repeats
+//!   the version and counts what was sent. Later frames are
+//!   [`Frame::Delta`]s that move the edge from one version to the next, and
+//!   [`Frame::KeepAlive`]s while idle. The edge reads each line with
+//!   [`decode_frame`].
 //! - The edge produces a [`Heartbeat`] (what version it has applied, how long
-//!   it has been up, a few counters) and a [`Report`] (per-host traffic
-//!   windows) and sends them back to the control plane.
+//!   it has been up, a few counters, the last config it rejected) and a
+//!   [`Report`] (per-host traffic windows) and sends them back to the control
+//!   plane. It asks for an on-demand certificate with a
+//!   [`CertificateRequest`].
 //!
 //! Compatibility rules, so that control planes and edges can be upgraded one
 //! at a time:
@@ -38,10 +44,10 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{
     BinCapture, CertificateBundle, ChallengeAnswer, ConfigVersion, EdgeSettings, HostConfig,
-    Redirect, Snapshot,
+    Redirect, Snapshot, SnapshotBegin, SnapshotChunk, SnapshotEnd,
 };
 pub use delta::{ChallengeId, Change, Delta};
-pub use telemetry::{Heartbeat, Report, StatsWindow};
+pub use telemetry::{CertificateRequest, Heartbeat, Rejection, Report, StatsWindow};
 
 /// The protocol version this crate speaks; carried as `v` in every frame.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -84,6 +90,13 @@ pub fn encode_frame(frame: &Frame) -> Result<Vec<u8>, ProtocolError> {
 pub enum Frame {
     /// The whole config; replaces whatever the edge had.
     Snapshot(Snapshot),
+    /// Starts a snapshot sent in parts; nothing is replaced until its end.
+    SnapshotBegin(SnapshotBegin),
+    /// Part of the snapshot begun last.
+    SnapshotChunk(SnapshotChunk),
+    /// Ends the snapshot begun last; the edge checks the counts, then
+    /// replaces its config.
+    SnapshotEnd(SnapshotEnd),
     /// Changes from one version to the next.
     Delta(Delta),
     /// Nothing changed; the stream is alive.
@@ -101,6 +114,9 @@ impl Frame {
     pub fn protocol_version(&self) -> Option<u32> {
         match self {
             Frame::Snapshot(s) => Some(s.v),
+            Frame::SnapshotBegin(s) => Some(s.v),
+            Frame::SnapshotChunk(s) => Some(s.v),
+            Frame::SnapshotEnd(s) => Some(s.v),
             Frame::Delta(d) => Some(d.v),
             Frame::KeepAlive { v } => Some(*v),
             Frame::Unknown => None,

@@ -24,6 +24,39 @@ pub struct Heartbeat {
     /// Free-form monotonic counters (e.g. `unknown_changes_skipped`).
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// Hosts in the table the edge serves.
+    #[serde(default)]
+    pub hosts: u64,
+    /// Certificates in that table.
+    #[serde(default)]
+    pub certificates: u64,
+    /// The last config the edge refused to apply, if it has not applied a
+    /// later one since.
+    #[serde(default)]
+    pub rejection: Option<Rejection>,
+}
+
+/// A snapshot or delta the edge validated and refused; it kept its table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The version the refused config would have moved the edge to.
+    pub version: ConfigVersion,
+    /// Why, in words (e.g. `certificate for a.example.com: private key does
+    /// not match the certificate`).
+    pub reason: String,
+    /// When, unix seconds.
+    pub at_unix: i64,
+}
+
+/// The edge's on-demand ask: `POST /internal/v1/edge/certificates/request`.
+///
+/// Answers: 200 with a [`crate::CertificateBundle`]; 403 when the host may
+/// not have one (unknown, not verified, on-demand off); 503 when no issuer
+/// is configured or the issuer failed. The edge fails that one handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The SNI of the handshake, lowercase.
+    pub hostname: String,
 }
 
 /// Per-host traffic counts since the last report.

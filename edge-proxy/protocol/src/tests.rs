@@ -154,6 +154,28 @@ fn every_type_round_trips() {
     round_trip(&Frame::Snapshot(snapshot()));
     round_trip(&Frame::Delta(delta));
     round_trip(&Frame::KeepAlive { v: 1 });
+    let s = snapshot();
+    round_trip(&Frame::SnapshotBegin(SnapshotBegin {
+        v: 1,
+        version: s.version,
+        settings: s.settings.clone(),
+    }));
+    round_trip(&Frame::SnapshotChunk(SnapshotChunk {
+        v: 1,
+        hosts: s.hosts.clone(),
+        certificates: s.certificates.clone(),
+        challenges: s.challenges.clone(),
+    }));
+    round_trip(&Frame::SnapshotEnd(SnapshotEnd {
+        v: 1,
+        version: s.version,
+        hosts: 2,
+        certificates: 1,
+        challenges: 2,
+    }));
+    round_trip(&CertificateRequest {
+        hostname: "shop.example.com".into(),
+    });
     round_trip(&heartbeat());
     round_trip(&report());
 }
@@ -166,6 +188,13 @@ fn heartbeat() -> Heartbeat {
         applied_version: ConfigVersion(9),
         uptime_secs: 3600,
         counters: BTreeMap::from([("unknown_changes_skipped".to_string(), 2)]),
+        hosts: 3,
+        certificates: 1,
+        rejection: Some(Rejection {
+            version: ConfigVersion(10),
+            reason: "private key does not match the certificate".into(),
+            at_unix: 1_767_225_600,
+        }),
     }
 }
 

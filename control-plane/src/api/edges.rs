@@ -1,0 +1,303 @@
+//! Edges: the operator's registry (`/v1/ops/edges`) and the internal
+//! endpoints edges call with their own token (`/internal/v1/edge/*`): the
+//! config stream, heartbeats and on-demand certificate requests.
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::extract::{JsonBody, OperatorAuth, bearer};
+use crate::api_key::{EDGE_SCHEME, NewApiKey, PresentedKey};
+use crate::db;
+use crate::db::edges::{EdgeRecord, HeartbeatRecord};
+use crate::ids::EdgeId;
+use crate::publish::{frames, stream};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use portico_protocol::{CertificateRequest, Heartbeat};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEdge {
+    /// Unique, lowercase letters, digits and `-`, up to 63 (e.g. `fra-1`).
+    pub name: String,
+    /// Region code, lowercase letters, digits and `-`, up to 32 (e.g. `fra`).
+    pub region: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedEdge {
+    pub edge: EdgeView,
+    /// The edge's token (`pte_...`). Shown only here; give it to the edge
+    /// as `PORTICO_EDGE_TOKEN`.
+    pub token: String,
+}
+
+/// An edge as operators see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EdgeView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub region: String,
+    /// `never_seen`, `up` (heartbeat within `PORTICO_EDGE_STALE_AFTER_SECS`) or `stale`.
+    pub status: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Config version the edge last said it serves.
+    pub applied_version: Option<u64>,
+    /// Current config version minus the applied one.
+    pub lag: Option<u64>,
+    pub build: Option<String>,
+    pub uptime_secs: Option<i64>,
+    pub hosts: Option<i64>,
+    pub certificates: Option<i64>,
+    #[schema(value_type = Object)]
+    pub counters: serde_json::Value,
+    /// The last config the edge refused, with the reason, until it applies a later one.
+    #[schema(value_type = Option<Object>)]
+    pub rejection: Option<serde_json::Value>,
+}
+
+impl EdgeView {
+    fn new(r: EdgeRecord, current: u64, stale_after: std::time::Duration) -> Self {
+        let applied = r.applied_version.map(db::config::as_u64);
+        let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
+        EdgeView {
+            status: match r.last_seen_at {
+                None => "never_seen",
+                Some(t) if Utc::now() - t > stale_after => "stale",
+                Some(_) => "up",
+            },
+            id: r.id,
+            name: r.name,
+            region: r.region,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            applied_version: applied,
+            lag: applied.map(|a| current.saturating_sub(a)),
+            build: r.build,
+            uptime_secs: r.uptime_secs,
+            hosts: r.hosts,
+            certificates: r.certificates,
+            counters: r.counters,
+            rejection: r.rejection,
+        }
+    }
+}
+
+/// Registers an edge and returns its token (used by the API and the CLI).
+pub async fn create_edge(pool: &PgPool, name: &str, region: &str) -> Result<CreatedEdge, ApiError> {
+    let label = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && !s.starts_with('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !label(name, 63) {
+        return Err(ApiError::field(
+            "name",
+            "invalid_name",
+            "1-63 lowercase letters, digits or '-', not starting with '-'",
+        ));
+    }
+    if !label(region, 32) {
+        return Err(ApiError::field(
+            "region",
+            "invalid_region",
+            "1-32 lowercase letters, digits or '-', not starting with '-'",
+        ));
+    }
+    let token = NewApiKey::generate_with(EDGE_SCHEME);
+    let record = db::edges::insert(pool, name, region, &token.prefix, &token.hash)
+        .await?
+        .ok_or_else(|| ApiError::Conflict(format!("an edge named {name:?} exists")))?;
+    let current = db::config::state(pool).await?.version;
+    Ok(CreatedEdge {
+        edge: EdgeView::new(record, current, std::time::Duration::MAX),
+        token: token.token.expose().clone(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/ops/edges", tag = "ops", request_body = CreateEdge,
+    responses((status = 201, body = CreatedEdge), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("operator_token" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    _op: OperatorAuth,
+    JsonBody(input): JsonBody<CreateEdge>,
+) -> Result<(StatusCode, Json<CreatedEdge>), ApiError> {
+    let created = create_edge(&state.pool, &input.name, &input.region).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EdgeList {
+    /// The current config version.
+    pub config_version: u64,
+    pub edges: Vec<EdgeView>,
+}
+
+#[utoipa::path(get, path = "/v1/ops/edges", tag = "ops",
+    responses((status = 200, body = EdgeList), (status = 401, body = Problem)),
+    security(("operator_token" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _op: OperatorAuth,
+) -> Result<Json<EdgeList>, ApiError> {
+    let current = db::config::state(&state.pool).await?.version;
+    let stale = state.settings.config.edge_stale_after;
+    let edges = db::edges::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(|r| EdgeView::new(r, current, stale))
+        .collect();
+    Ok(Json(EdgeList {
+        config_version: current,
+        edges,
+    }))
+}
+
+/// A caller authenticated by an edge token.
+pub struct EdgeAuth {
+    pub id: EdgeId,
+    pub name: String,
+}
+
+impl FromRequestParts<AppState> for EdgeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized(
+            "missing credentials: send `Authorization: Bearer <edge token>`",
+        ))?;
+        let invalid = ApiError::Unauthorized("the edge token is invalid or revoked");
+        let presented = PresentedKey::parse_with(token, EDGE_SCHEME)
+            .map_err(|_| ApiError::Unauthorized("the edge token is malformed"))?;
+        let found = db::edges::find_for_auth(&state.pool, &presented.prefix)
+            .await?
+            .ok_or(invalid)?;
+        if !presented.matches(&found.hash) {
+            return Err(ApiError::Unauthorized(
+                "the edge token is invalid or revoked",
+            ));
+        }
+        tracing::Span::current().record("edge", tracing::field::display(&found.name));
+        Ok(EdgeAuth {
+            id: found.id,
+            name: found.name,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigParams {
+    /// The version the edge has applied; absent for a full snapshot.
+    pub since: Option<u64>,
+}
+
+/// The config stream: NDJSON frames (snapshot or deltas, then keep-alives).
+#[utoipa::path(get, path = "/internal/v1/edge/config", tag = "edge", params(ConfigParams),
+    responses((status = 200, description = "application/x-ndjson stream of portico-protocol frames"),
+        (status = 401, body = Problem)),
+    security(("edge_token" = [])))]
+pub async fn config(
+    State(state): State<AppState>,
+    edge: EdgeAuth,
+    params: Result<Query<ConfigParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(stream::BUFFER);
+    tracing::info!(edge = %edge.name, since = ?params.since, "config stream opened");
+    tokio::spawn(stream::run(
+        state.publisher.clone(),
+        edge.name,
+        params.since,
+        tx,
+    ));
+    let body = futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|b| b.map(Ok::<_, std::convert::Infallible>))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Records what the edge serves; `GET /v1/ops/edges` shows it.
+#[utoipa::path(post, path = "/internal/v1/edge/heartbeat", tag = "edge",
+    responses((status = 204), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("edge_token" = [])))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    edge: EdgeAuth,
+    JsonBody(h): JsonBody<Heartbeat>,
+) -> Result<StatusCode, ApiError> {
+    let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let build: String = h.build.chars().take(100).collect();
+    let counters: serde_json::Map<String, serde_json::Value> = h
+        .counters
+        .iter()
+        .take(100)
+        .map(|(k, v)| (k.chars().take(64).collect(), serde_json::Value::from(*v)))
+        .collect();
+    let rejection = h.rejection.map(|mut r| {
+        r.reason = r.reason.chars().take(1000).collect();
+        serde_json::to_value(r).unwrap_or_default()
+    });
+    let record = HeartbeatRecord {
+        applied_version: to_i64(h.applied_version.0),
+        build: &build,
+        uptime_secs: to_i64(h.uptime_secs),
+        hosts: to_i64(h.hosts),
+        certificates: to_i64(h.certificates),
+        counters: serde_json::Value::Object(counters),
+        rejection,
+    };
+    db::edges::record_heartbeat(&state.pool, edge.id, &record).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// On-demand certificate for a host the edge saw in a ClientHello: the
+/// stored one if there is one (the edge's stream lags), 403 if the host may
+/// not have one, 503 while no issuer is configured.
+#[utoipa::path(post, path = "/internal/v1/edge/certificates/request", tag = "edge",
+    responses((status = 200, description = "a portico-protocol CertificateBundle"),
+        (status = 403, body = Problem), (status = 503, body = Problem)),
+    security(("edge_token" = [])))]
+pub async fn request_certificate(
+    State(state): State<AppState>,
+    _edge: EdgeAuth,
+    JsonBody(req): JsonBody<CertificateRequest>,
+) -> Result<Response, ApiError> {
+    let hostname = req.hostname.trim_end_matches('.').to_ascii_lowercase();
+    let mut conn = state.pool.acquire().await?;
+    let host = db::published::hosts_named(&mut conn, std::slice::from_ref(&hostname)).await?;
+    if !host.first().is_some_and(|h| h.on_demand) {
+        return Err(ApiError::Forbidden(format!(
+            "{hostname:?} may not get a certificate on demand: unknown, not verified, or on-demand TLS is off"
+        )));
+    }
+    let stored = db::published::certificates_named(&mut conn, &[hostname]).await?;
+    match stored
+        .into_iter()
+        .next()
+        .and_then(|row| frames::bundle(row, &state.settings.encryption_keys))
+    {
+        Some(bundle) => Ok(Json(bundle).into_response()),
+        None => Err(ApiError::Unavailable(
+            "no certificate issuer is configured on this control plane".into(),
+        )),
+    }
+}
