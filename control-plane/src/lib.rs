@@ -24,6 +24,7 @@ pub mod dns;
 pub mod domain_status;
 pub mod hostname;
 pub mod ids;
+pub mod infra;
 pub mod jobs;
 pub mod publish;
 pub mod secret;

@@ -2,15 +2,24 @@
 //! tenant administration and the all-in-one development mode.
 
 use anyhow::Context;
+use axum::http::{HeaderMap, Method, Uri};
 use clap::{Parser, Subcommand};
 use portico_control_plane::api::edges::create_edge;
 use portico_control_plane::api::tenants::create_tenant;
 use portico_control_plane::app::{self, Options};
 use portico_control_plane::db;
 use portico_control_plane::db::tenants::Plan;
+use portico_control_plane::infra::local::{
+    ControlPlaneLink, LocalConfig, LocalProcesses, find_edge_binary,
+};
+use portico_control_plane::infra::{Addresses, Infra, Machine, MachineId, Probe, wait_until_ready};
 use portico_control_plane::settings::{LogFormat, Settings};
 use portico_control_plane::telemetry;
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -133,14 +142,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Development defaults under whatever the environment sets.
+/// Development defaults under whatever the environment sets. Without
+/// `PORTICO_OPERATOR_TOKEN`, a random one (printed with the instructions)
+/// enables the operator endpoints.
 fn dev_settings() -> anyhow::Result<Settings> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
+    let operator_token = format!("dev-operator-{}", hex::encode(rand::random::<[u8; 16]>()));
     let defaults = [
         ("PORTICO_WORKER_IN_SERVE", "true"),
         ("PORTICO_ALLOW_LOCAL_TARGETS", "true"),
         ("PORTICO_EDGE_IPV4", "127.0.0.1"),
         ("PORTICO_DNS_TIMEOUT_MS", "1500"),
+        ("PORTICO_OPERATOR_TOKEN", operator_token.as_str()),
     ];
     for (k, v) in defaults {
         env.entry(k.to_string()).or_insert_with(|| v.to_string());
@@ -153,7 +166,64 @@ fn dev_settings() -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// Where dev mode keeps the edge's data dir, log and token, unless
+/// `PORTICO_DEV_DIR` says otherwise.
+const DEV_DIR: &str = ".dev";
+/// How long dev mode waits for the edge's `/readyz`.
+const DEV_EDGE_READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// What dev mode listens on (port 0: any free port).
+struct DevAddresses {
+    upstream: SocketAddr,
+    edge: Addresses,
+}
+
+impl DevAddresses {
+    fn from_env() -> anyhow::Result<Self> {
+        let addr = |var: &str, default: &str| -> anyhow::Result<SocketAddr> {
+            let raw = std::env::var(var).unwrap_or_else(|_| default.to_string());
+            raw.parse()
+                .with_context(|| format!("{var}: {raw:?} is not an address like {default}"))
+        };
+        Ok(DevAddresses {
+            upstream: addr("PORTICO_DEV_UPSTREAM", "127.0.0.1:3000")?,
+            edge: Addresses {
+                http: addr("PORTICO_DEV_EDGE_HTTP", "127.0.0.1:8081")?,
+                https: addr("PORTICO_DEV_EDGE_HTTPS", "127.0.0.1:8444")?,
+                admin: addr("PORTICO_DEV_EDGE_ADMIN", "127.0.0.1:9180")?,
+            },
+        })
+    }
+
+    /// A taken edge port is named here, not in the edge's log.
+    fn check_edge_ports_free(&self) -> anyhow::Result<()> {
+        let e = &self.edge;
+        for (var, addr) in [
+            ("PORTICO_DEV_EDGE_HTTP", e.http),
+            ("PORTICO_DEV_EDGE_HTTPS", e.https),
+            ("PORTICO_DEV_EDGE_ADMIN", e.admin),
+        ] {
+            std::net::TcpListener::bind(addr).with_context(|| {
+                format!("cannot listen on {addr} ({var}); is another Portico dev running?")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Dev mode: the control plane with its workers, a demo tenant, a demo
+/// upstream and one edge (a `LocalProcesses` child), until SIGINT/SIGTERM;
+/// then the edge, the upstream and the control plane stop, in that order.
 async fn dev(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal()?;
+    let addresses = DevAddresses::from_env()?;
+    addresses.check_edge_ports_free()?;
+    let edge_bin = find_edge_binary()?;
+    let dev_dir =
+        std::env::var_os("PORTICO_DEV_DIR").map_or_else(|| PathBuf::from(DEV_DIR), PathBuf::from);
+    let upstream_stop = CancellationToken::new();
+    let upstream = DemoUpstream::start(addresses.upstream, upstream_stop.clone()).await?;
+    let operator_token = settings.operator_token.as_ref().map(|t| t.expose().clone());
     let running = app::start(
         settings,
         Options {
@@ -162,26 +232,255 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let created = create_tenant(&running.state.pool, "Demo tenant", Plan::Pro)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base = format!("http://{}", running.addr);
+    let local = LocalProcesses::new(LocalConfig {
+        control_plane: Some(ControlPlaneLink {
+            url: format!("http://{}", reachable(running.addr)),
+            pool: running.state.pool.clone(),
+        }),
+        ..LocalConfig::new(edge_bin, dev_dir)
+    });
+    let result = async {
+        let created = create_tenant(&running.state.pool, "Demo tenant", Plan::Pro)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the demo tenant: {e}"))?;
+        let edge = start_dev_edge(&local, addresses.edge, &shutdown).await?;
+        let Some(edge) = edge else { return Ok(()) };
+        print_dev_instructions(&DevInstructions {
+            hostname: demo_hostname(&running.state.pool).await?,
+            base: format!("http://{}", reachable(running.addr)),
+            tenant: created.tenant.id.to_string(),
+            api_key: created.api_key.key.clone(),
+            operator_token: operator_token.as_deref(),
+            edge: &edge,
+            log: local.log_path(&edge.id).await?,
+            upstream: upstream.addr,
+        });
+        watch_dev_edge(&local, &edge.id, &shutdown).await;
+        anyhow::Ok(())
+    }
+    .await;
+    tracing::info!("shutting down");
+    let edges = local.stop_all().await;
+    upstream_stop.cancel();
+    let upstream = upstream.stop().await;
+    let control_plane = running.stop().await;
+    result?;
+    edges?;
+    upstream?;
+    control_plane
+}
+
+/// Starts the edge and waits for its `/readyz`; `None` when a signal came first.
+async fn start_dev_edge(
+    local: &LocalProcesses,
+    addresses: Addresses,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Machine>> {
+    let edge = local.spawn(Some(addresses)).await?;
+    let log = local.log_path(&edge.id).await?;
+    tracing::info!(edge = %edge.name, log = %log.display(), "waiting for the edge to be ready");
+    let probe = tokio::select! {
+        probe = wait_until_ready(local, &edge.id, DEV_EDGE_READY_WITHIN) => probe?,
+        () = shutdown.cancelled() => return Ok(None),
+    };
+    let (what, see) = match probe {
+        Probe::Ready => return Ok(Some(edge)),
+        // The probe names the log.
+        Probe::Down(why) => (format!("stopped during start-up: {why}"), String::new()),
+        other => (
+            format!(
+                "is not ready after {} s ({other})",
+                DEV_EDGE_READY_WITHIN.as_secs()
+            ),
+            format!("; see {}", log.display()),
+        ),
+    };
+    anyhow::bail!(
+        "the edge {} {what}{see}. The end of its log:\n{}",
+        edge.name,
+        tail(&log, 15)
+    )
+}
+
+/// Until shutdown; says once if the edge stops serving.
+async fn watch_dev_edge(local: &LocalProcesses, id: &MachineId, shutdown: &CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last = Probe::Ready;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Ok(probe) = local.probe(id).await else {
+            return;
+        };
+        if probe != last {
+            match &probe {
+                Probe::Ready => tracing::info!(edge = %id, "the edge is ready again"),
+                other => tracing::warn!(edge = %id, "the edge stopped serving: {other}"),
+            }
+            last = probe;
+        }
+    }
+}
+
+struct DevInstructions<'a> {
+    /// The hostname the curls add and request.
+    hostname: String,
+    base: String,
+    tenant: String,
+    api_key: String,
+    operator_token: Option<&'a str>,
+    edge: &'a Machine,
+    log: PathBuf,
+    upstream: SocketAddr,
+}
+
+fn print_dev_instructions(i: &DevInstructions<'_>) {
+    let (base, key, e, host) = (&i.base, &i.api_key, &i.edge.addresses, &i.hostname);
+    let (port, ip) = (e.http.port(), reachable(e.http).ip());
+    let ip = if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
     println!();
-    println!("Portico control plane (dev) is running at {base}");
-    println!("  API docs:      {base}/v1/openapi.json");
-    println!("  demo tenant:   {}", created.tenant.id);
-    println!("  demo API key:  {}   (shown once)", created.api_key.key);
-    println!();
-    println!("Add a domain:");
-    println!("  curl -sS -X POST {base}/v1/domains \\");
-    println!("    -H 'Authorization: Bearer {}' \\", created.api_key.key);
-    println!("    -H 'Content-Type: application/json' \\");
-    println!("    -d '{{\"hostname\": \"shop.example.com\", \"target\": \"127.0.0.1:3000\"}}'");
-    println!();
+    println!("Portico dev is running:");
+    println!("  control plane:  {base}   (API docs: {base}/v1/openapi.json)");
     println!(
-        "Then see what DNS it needs: curl -sS {base}/v1/domains -H 'Authorization: Bearer {}'",
-        created.api_key.key
+        "  edge {}:  http://{}  https://{}  admin http://{}/metrics   (log: {})",
+        i.edge.name,
+        e.http,
+        e.https,
+        e.admin,
+        i.log.display()
     );
-    println!("Press Ctrl-C to stop.");
-    running.run_until_signal().await
+    println!("  demo upstream:  http://{}", i.upstream);
+    println!("  demo tenant:    {}", i.tenant);
+    println!("  demo API key:   {key}   (shown once)");
+    println!();
+    println!("Add a domain that routes to the demo upstream:");
+    if host != "shop.example.com" {
+        println!(
+            "(shop.example.com was added by an earlier run and still routes through the edge)"
+        );
+    }
+    println!("  curl -sS -X POST {base}/v1/domains \\");
+    println!("    -H 'Authorization: Bearer {key}' \\");
+    println!("    -H 'Content-Type: application/json' \\");
+    println!(
+        "    -d '{{\"hostname\": \"{host}\", \"target\": \"{}\"}}'",
+        i.upstream
+    );
+    println!();
+    println!("Then send a request through the edge (it gets the change within a second or so):");
+    println!("  curl -sS --resolve {host}:{port}:{ip} http://{host}:{port}/");
+    println!(
+        "HTTPS (port {}) needs a certificate for the host; issuance arrives with the certificates issue.",
+        e.https.port()
+    );
+    println!();
+    println!("See what DNS the domain needs:");
+    println!("  curl -sS {base}/v1/domains -H 'Authorization: Bearer {key}'");
+    match i.operator_token {
+        Some(op) => {
+            println!("See the edge as an operator (status, applied config version, lag):");
+            println!("  curl -sS {base}/v1/ops/edges -H 'Authorization: Bearer {op}'");
+        }
+        None => println!("Operator endpoints (/v1/ops/edges) need PORTICO_OPERATOR_TOKEN."),
+    }
+    println!();
+    println!("Press Ctrl-C to stop the edge, the upstream and the control plane.");
+}
+
+/// `shop.example.com`, or, when an earlier run's demo tenant has it (the
+/// POST would answer 409), the first free `shop-N.example.com`.
+async fn demo_hostname(pool: &sqlx::PgPool) -> anyhow::Result<String> {
+    let candidates: Vec<String> = std::iter::once("shop.example.com".to_string())
+        .chain((2..100).map(|n| format!("shop-{n}.example.com")))
+        .collect();
+    let mut conn = pool.acquire().await?;
+    let taken = db::published::hosts_named(&mut conn, &candidates).await?;
+    Ok(candidates
+        .into_iter()
+        .find(|c| !taken.iter().any(|t| &t.hostname == c))
+        .unwrap_or_else(|| "shop.example.com".to_string()))
+}
+
+/// The last `lines` lines of a log, for an error message.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A wildcard listen address is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Cancelled on the first SIGINT or SIGTERM. The handlers are installed
+/// before anything starts, so a signal during start-up still stops cleanly.
+fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+/// The demo upstream: answers every request with a greeting and the
+/// headers an edge adds, so a curl through the edge shows the proxying.
+struct DemoUpstream {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl DemoUpstream {
+    async fn start(addr: SocketAddr, stop: CancellationToken) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (PORTICO_DEV_UPSTREAM)"))?;
+        let addr = listener.local_addr()?;
+        let router = axum::Router::new().fallback(demo_answer);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Ok(DemoUpstream { addr, task })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+}
+
+async fn demo_answer(method: Method, uri: Uri, headers: HeaderMap) -> String {
+    let mut body = format!("Hello from the demo upstream\n{method} {uri}\n");
+    for (name, value) in &headers {
+        let name = name.as_str();
+        if name == "host" || name.starts_with("x-forwarded-") || name == "portico-incoming-host" {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            body.push_str(&format!("{name}: {value}\n"));
+        }
+    }
+    body
 }

@@ -101,13 +101,24 @@ impl Drop for Kill {
 }
 
 #[tokio::test]
-async fn dev_prints_a_curl_that_adds_a_domain() {
+async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
     let db = fresh_database().await;
+    let dir = std::env::temp_dir().join(format!(
+        "portico-dev-test-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let edge_bin = std::path::Path::new(BIN).with_file_name("portico-edge");
     let mut child = Command::new(BIN)
         .arg("dev")
         .env("DATABASE_URL", &db)
         .env("PORTICO_LISTEN", "127.0.0.1:0")
         .env("PORTICO_DNS_NAMESERVERS", "127.0.0.1:9")
+        .env("PORTICO_DEV_DIR", &dir)
+        .env("PORTICO_DEV_EDGE_HTTP", "127.0.0.1:0")
+        .env("PORTICO_DEV_EDGE_HTTPS", "127.0.0.1:0")
+        .env("PORTICO_DEV_EDGE_ADMIN", "127.0.0.1:0")
+        .env("PORTICO_DEV_UPSTREAM", "127.0.0.1:0")
+        .env("PORTICO_EDGE_BIN", &edge_bin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -123,25 +134,62 @@ async fn dev_prints_a_curl_that_adds_a_domain() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut url, mut key) = (None, None);
-    while url.is_none() || key.is_none() {
+    let (mut url, mut key, mut body, mut through) = (None, None, None, None);
+    while through.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("dev printed its curl in time");
-        if let Some(rest) = line.trim().strip_prefix("curl -sS -X POST ") {
+            .expect("dev printed its instructions in time");
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("curl -sS -X POST ") {
             url = rest.split_whitespace().next().map(str::to_string);
         }
-        if let Some(rest) = line.trim().strip_prefix("-H 'Authorization: Bearer ") {
+        if let Some(rest) = line.strip_prefix("-H 'Authorization: Bearer ") {
             key = rest.split('\'').next().map(str::to_string);
+        }
+        if let Some(rest) = line.strip_prefix("-d '") {
+            body = rest.strip_suffix('\'').map(str::to_string);
+        }
+        if let Some(rest) = line.strip_prefix("curl -sS --resolve ") {
+            through = Some(rest.to_string());
         }
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The printed POST adds the domain...
+    let body: serde_json::Value = serde_json::from_str(&body.expect("a -d body")).unwrap();
     let resp = reqwest::Client::new()
         .post(url.unwrap())
         .bearer_auth(key.unwrap())
-        .json(&serde_json::json!({"hostname": "shop.example.com", "target": "127.0.0.1:3000"}))
+        .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
+    // ...and the printed curl through the edge reaches the demo upstream.
+    let (resolve, target) = through
+        .unwrap()
+        .split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let mut parts = resolve.splitn(3, ':');
+    let (host, port, ip) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve(host, addr)
+        .build()
+        .unwrap();
+    let answer = loop {
+        if let Ok(r) = client.get(&target).send().await
+            && r.status() == 200
+        {
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the edge never served {host}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
+    };
+    assert!(answer.contains("Hello from the demo upstream"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,11 +1,13 @@
 //! Edge configuration: command-line flags and `PORTICO_EDGE_*` environment
 //! variables (clap), optionally backed by a TOML file (`--config`). Validated
-//! once at start-up; an error names the setting.
+//! once at start-up; an error names the setting. The control plane's token is
+//! a [`Token`], which never prints.
 
 use clap::Parser;
 use serde::Deserialize;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -41,6 +43,22 @@ pub struct Cli {
     /// Take over the listening sockets of a running edge (graceful upgrade).
     #[arg(long, short = 'u')]
     pub upgrade: bool,
+    /// Control plane base URL (http:// or https://): stream the config from
+    /// it, send heartbeats to it and ask it for on-demand certificates.
+    #[arg(long, env = "PORTICO_EDGE_CONTROL_PLANE")]
+    pub control_plane: Option<String>,
+    /// Bearer token for the control plane (or `--token-file`).
+    #[arg(long, env = "PORTICO_EDGE_TOKEN", hide_env_values = true)]
+    pub token: Option<Token>,
+    /// File whose content (trimmed) is the bearer token.
+    #[arg(long, env = "PORTICO_EDGE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// This edge's name, sent as `edge_id` in heartbeats.
+    #[arg(long, env = "PORTICO_EDGE_NAME")]
+    pub name: Option<String>,
+    /// PEM file of CAs trusted for an https:// control plane, besides the system's.
+    #[arg(long, env = "PORTICO_EDGE_CONTROL_PLANE_CA_FILE")]
+    pub control_plane_ca_file: Option<PathBuf>,
 }
 
 /// The TOML file's shape: the same settings, all optional.
@@ -57,6 +75,12 @@ struct FileConfig {
     upstream_connect_timeout_ms: Option<u64>,
     upstream_read_timeout_ms: Option<u64>,
     upstream_ca_file: Option<PathBuf>,
+    control_plane: Option<String>,
+    token_file: Option<PathBuf>,
+    name: Option<String>,
+    control_plane_ca_file: Option<PathBuf>,
+    heartbeat_interval_ms: Option<u64>,
+    persist_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +96,69 @@ pub struct EdgeConfig {
     pub upstream_read_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
     pub upgrade: bool,
+    /// Where the config comes from, when not standalone.
+    pub control_plane: Option<ControlPlane>,
+}
+
+/// The control plane the edge streams its config from.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    /// Base URL, `http://` or `https://`, without a trailing slash.
+    pub url: String,
+    pub token: Token,
+    /// `edge_id` of the heartbeats; empty when not configured.
+    pub name: String,
+    /// Extra CAs for an `https://` control plane.
+    pub ca_file: Option<PathBuf>,
+    pub heartbeat_interval: Duration,
+    pub persist_interval: Duration,
+}
+
+/// A bearer token. `Debug` and `Display` print `[redacted]`; only
+/// [`Token::expose`] gives the secret, for the `Authorization` header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Parses a token: surrounding whitespace is trimmed; the rest must be
+    /// non-empty printable ASCII without spaces (it goes into a header).
+    /// The error never contains the token.
+    pub fn parse(raw: &str) -> Result<Token, &'static str> {
+        let token = raw.trim();
+        if token.is_empty() {
+            return Err("is empty");
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be printable ASCII without spaces");
+        }
+        Ok(Token(token.to_owned()))
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// For clap: never fails (clap would print the rejected value); the value
+/// is checked by [`Token::parse`] during validation.
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Token(s.to_owned()))
+    }
 }
 
 impl EdgeConfig {
@@ -89,14 +176,15 @@ impl EdgeConfig {
         if threads == 0 || threads > 256 {
             anyhow::bail!("threads: must be between 1 and 256, got {threads}");
         }
-        let certificate_source = cli.certificate_source.or(file.certificate_source);
-        // The source is a node-local or private-network endpoint until the
-        // control plane's stream carries certificates; plain HTTP only.
-        if let Some(url) = &certificate_source
-            && !url.starts_with("http://")
-        {
-            anyhow::bail!("certificate_source: {url:?} is not an http:// URL");
+        let certificate_source = cli
+            .certificate_source
+            .clone()
+            .or(file.certificate_source.clone());
+        if let Some(url) = &certificate_source {
+            check_url(url)
+                .map_err(|e| anyhow::anyhow!("certificate_source: {} {e}", shown(url)))?;
         }
+        let control_plane = control_plane(&cli, &file)?;
         let addr = |s: &str| s.parse::<SocketAddr>();
         Ok(EdgeConfig {
             snapshot: cli.snapshot.or(file.snapshot),
@@ -126,6 +214,280 @@ impl EdgeConfig {
             ),
             upstream_ca_file: cli.upstream_ca_file.or(file.upstream_ca_file),
             upgrade: cli.upgrade,
+            control_plane,
         })
+    }
+
+    /// Where on-demand certificates come from: `certificate_source` if set
+    /// (no token sent), else the control plane's certificate endpoint (with
+    /// the token), else nowhere.
+    pub fn on_demand_source(&self) -> Option<(String, Option<Token>)> {
+        match (&self.certificate_source, &self.control_plane) {
+            (Some(url), _) => Some((url.clone(), None)),
+            (None, Some(cp)) => Some((
+                format!("{}/internal/v1/edge/certificates/request", cp.url),
+                Some(cp.token.clone()),
+            )),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Validates the control plane settings; `None` when no control plane is set.
+fn control_plane(cli: &Cli, file: &FileConfig) -> anyhow::Result<Option<ControlPlane>> {
+    let Some(raw) = cli.control_plane.as_ref().or(file.control_plane.as_ref()) else {
+        return Ok(None);
+    };
+    check_url(raw).map_err(|e| anyhow::anyhow!("control_plane: {} {e}", shown(raw)))?;
+    let url = raw.trim_end_matches('/').to_owned();
+    let name = cli.name.clone().or(file.name.clone()).unwrap_or_default();
+    if name.len() > 253 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        anyhow::bail!("name: {name:?} must be at most 253 printable ASCII characters, no spaces");
+    }
+    let interval = |setting: &str, value: Option<u64>, default: u64, min: u64| {
+        let ms = value.unwrap_or(default);
+        if !(min..=3_600_000).contains(&ms) {
+            anyhow::bail!("{setting}: must be between {min} and 3600000, got {ms}");
+        }
+        Ok(Duration::from_millis(ms))
+    };
+    Ok(Some(ControlPlane {
+        url,
+        token: token(cli, file)?,
+        name,
+        ca_file: cli
+            .control_plane_ca_file
+            .clone()
+            .or(file.control_plane_ca_file.clone()),
+        heartbeat_interval: interval(
+            "heartbeat_interval_ms",
+            file.heartbeat_interval_ms,
+            10_000,
+            100,
+        )?,
+        persist_interval: interval("persist_interval_ms", file.persist_interval_ms, 1_000, 10)?,
+    }))
+}
+
+/// The token: `--token`/`PORTICO_EDGE_TOKEN`, else the content of
+/// `--token-file`/`PORTICO_EDGE_TOKEN_FILE`/`token_file`. Errors name the
+/// setting, never the token.
+fn token(cli: &Cli, file: &FileConfig) -> anyhow::Result<Token> {
+    if let Some(token) = &cli.token {
+        return Token::parse(token.expose()).map_err(|e| anyhow::anyhow!("token: {e}"));
+    }
+    let Some(path) = cli.token_file.as_ref().or(file.token_file.as_ref()) else {
+        anyhow::bail!(
+            "token: required with control_plane (set --token, PORTICO_EDGE_TOKEN or token_file)"
+        );
+    };
+    let text = read_token_file(path)?;
+    Token::parse(&text).map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))
+}
+
+/// A URL quoted for an error message, with any credentials in it replaced.
+fn shown(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("[redacted]");
+            let _ = url.set_password(None);
+            format!("{:?}", url.as_str())
+        }
+        _ => format!("{raw:?}"),
+    }
+}
+
+/// An `http://` or `https://` URL with a host and without credentials, a
+/// query or a fragment (paths are appended to it).
+fn check_url(raw: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(raw).map_err(|_| "is not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("is not an http:// or https:// URL");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials (use the token setting)");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or a fragment");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> anyhow::Result<EdgeConfig> {
+        let argv = std::iter::once("portico-edge").chain(args.iter().copied());
+        EdgeConfig::from_cli(Cli::try_parse_from(argv)?)
+    }
+
+    fn error(args: &[&str]) -> String {
+        config(args).unwrap_err().to_string()
+    }
+
+    fn temp_file(name: &str, content: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("portico-edge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn without_a_control_plane_the_edge_is_standalone() {
+        let c = config(&[]).unwrap();
+        assert!(c.control_plane.is_none());
+        assert!(c.on_demand_source().is_none());
+        // A token alone is ignored.
+        assert!(config(&["--token", "t"]).unwrap().control_plane.is_none());
+    }
+
+    #[test]
+    fn a_control_plane_takes_a_token_a_name_and_defaults() {
+        let c = config(&[
+            "--control-plane",
+            "http://cp.internal:8080/",
+            "--token",
+            " pte_secret \n",
+            "--name",
+            "fra-1",
+        ])
+        .unwrap();
+        let cp = c.control_plane.clone().unwrap();
+        assert_eq!(cp.url, "http://cp.internal:8080");
+        assert_eq!(cp.token.expose(), "pte_secret");
+        assert_eq!(cp.name, "fra-1");
+        assert_eq!(cp.heartbeat_interval, Duration::from_millis(10_000));
+        assert_eq!(cp.persist_interval, Duration::from_millis(1_000));
+        let (url, token) = c.on_demand_source().unwrap();
+        assert_eq!(
+            url,
+            "http://cp.internal:8080/internal/v1/edge/certificates/request"
+        );
+        assert_eq!(token.unwrap().expose(), "pte_secret");
+        // An explicit certificate source wins and gets no token.
+        let c = config(&[
+            "--control-plane",
+            "https://cp.example.com/portico",
+            "--token",
+            "t",
+            "--certificate-source",
+            "http://127.0.0.1:1/certs",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.control_plane.as_ref().unwrap().url,
+            "https://cp.example.com/portico"
+        );
+        assert_eq!(
+            c.on_demand_source().map(|(u, t)| (u, t.is_none())),
+            Some(("http://127.0.0.1:1/certs".to_owned(), true))
+        );
+    }
+
+    #[test]
+    fn the_token_never_prints() {
+        let c = config(&["--control-plane", "http://cp", "--token", "pte_secret"]).unwrap();
+        let shown = format!("{c:?} {}", c.control_plane.as_ref().unwrap().token);
+        assert!(!shown.contains("pte_secret"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        let cli = Cli::try_parse_from(["portico-edge", "--token", "pte_secret"]).unwrap();
+        assert!(!format!("{cli:?}").contains("pte_secret"));
+    }
+
+    #[test]
+    fn the_token_can_come_from_a_file() {
+        let file = temp_file("token", "pte_from_file\n");
+        let toml = temp_file(
+            "edge.toml",
+            &format!(
+                "control_plane = \"http://cp\"\ntoken_file = {:?}\nheartbeat_interval_ms = 250\n\
+                 persist_interval_ms = 50\nname = \"ams-1\"\n",
+                file.display().to_string()
+            ),
+        );
+        let c = config(&["--config", toml.to_str().unwrap()]).unwrap();
+        let cp = c.control_plane.unwrap();
+        assert_eq!(cp.token.expose(), "pte_from_file");
+        assert_eq!(cp.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(cp.persist_interval, Duration::from_millis(50));
+        assert_eq!(cp.name, "ams-1");
+        let f = file.to_str().unwrap();
+        let c = config(&["--control-plane", "http://cp", "--token-file", f]).unwrap();
+        assert_eq!(c.control_plane.unwrap().token.expose(), "pte_from_file");
+        let empty = temp_file("empty-token", " \n");
+        let err = error(&[
+            "--control-plane",
+            "http://cp",
+            "--token-file",
+            empty.to_str().unwrap(),
+        ]);
+        assert!(
+            err.starts_with("token_file ") && err.ends_with("is empty"),
+            "{err}"
+        );
+        let err = error(&[
+            "--control-plane",
+            "http://cp",
+            "--token-file",
+            "/nonexistent/t",
+        ]);
+        assert!(err.contains("token_file /nonexistent/t"), "{err}");
+    }
+
+    #[test]
+    fn bad_control_plane_settings_are_named() {
+        let err = error(&["--control-plane", "http://cp"]);
+        assert!(
+            err.starts_with("token: required with control_plane"),
+            "{err}"
+        );
+        let err = error(&["--control-plane", "http://cp", "--token", "two words"]);
+        assert_eq!(err, "token: must be printable ASCII without spaces");
+        for (url, why) in [
+            ("ftp://cp", "is not an http:// or https:// URL"),
+            ("cp.internal", "is not a URL"),
+            ("http://user:secret@cp", "must not carry credentials"),
+            ("http://cp/?a=1", "must not have a query"),
+        ] {
+            let err = error(&["--control-plane", url, "--token", "t"]);
+            assert!(
+                err.starts_with("control_plane: ") && err.contains(why),
+                "{url}: {err}"
+            );
+        }
+        let err = error(&[
+            "--control-plane",
+            "http://cp",
+            "--token",
+            "t",
+            "--name",
+            "a b",
+        ]);
+        assert!(err.starts_with("name: "), "{err}");
+        let toml = temp_file("fast.toml", "heartbeat_interval_ms = 99\n");
+        let t = toml.to_str().unwrap();
+        let err = error(&[
+            "--config",
+            t,
+            "--control-plane",
+            "http://cp",
+            "--token",
+            "t",
+        ]);
+        assert_eq!(
+            err,
+            "heartbeat_interval_ms: must be between 100 and 3600000, got 99"
+        );
+        let err = error(&["--certificate-source", "ftp://x"]);
+        assert!(err.starts_with("certificate_source: "), "{err}");
     }
 }

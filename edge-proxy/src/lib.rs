@@ -1,22 +1,30 @@
 //! The Portico edge proxy.
 //!
 //! Data flows through it like this: a config [`portico_protocol::Snapshot`]
-//! (from `--snapshot FILE`, from the data dir's cache at start-up, later from
-//! the control plane's stream) becomes an immutable [`table::RoutingTable`];
-//! [`state::Edge`] swaps tables with one atomic pointer store and persists
-//! the snapshot ([`store`]). A TLS connection first meets the pre-TLS
-//! [`tls::Gate`] (ClientHello peek: TLS-ALPN-01 answers, on-demand
-//! certificates through [`on_demand`] and [`source`]), then rustls picks the
-//! certificate with [`tls::CertResolver`] — one table lookup. Each request
-//! goes through the thin pingora hooks in [`proxy`], which ask [`routing`]
-//! what to do (challenge answer, 421, redirect, branded page, proxy) and
-//! [`upstream`] which target to use. [`admin`] serves health and
-//! [`metrics`]; [`reload`] re-reads the snapshot file on SIGHUP.
+//! (from `--snapshot FILE`, from the data dir's cache at start-up, or from
+//! the control plane's config stream) becomes an immutable
+//! [`table::RoutingTable`]; [`state::Edge`] swaps tables with one atomic
+//! pointer store. With a control plane configured, [`client`] follows its
+//! NDJSON stream (snapshots, in one frame or in parts, then deltas),
+//! validates each into a new table before swapping it in (a refused one is
+//! reported and the old table kept: fail-static), writes the table back to
+//! the data dir ([`store`]) after changes, and sends heartbeats with the
+//! applied version; [`outbound`] builds its HTTP clients (rustls with ring).
+//! A TLS connection first meets the pre-TLS [`tls::Gate`] (ClientHello
+//! peek: TLS-ALPN-01 answers, on-demand certificates through [`on_demand`]
+//! and [`source`]), then rustls picks the certificate with
+//! [`tls::CertResolver`] — one table lookup. Each request goes through the
+//! thin pingora hooks in [`proxy`], which ask [`routing`] what to do
+//! (challenge answer, 421, redirect, branded page, proxy) and [`upstream`]
+//! which target to use. [`admin`] serves health and [`metrics`]; [`reload`]
+//! re-reads the snapshot file on SIGHUP.
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod on_demand;
+pub mod outbound;
 pub mod pages;
 pub mod proxy;
 pub mod reload;

@@ -6,9 +6,11 @@ use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::listening::Service;
 use portico_edge::admin::Admin;
+use portico_edge::client::{ClientSettings, ConfigClient};
 use portico_edge::config::{Cli, EdgeConfig};
 use portico_edge::metrics::Metrics;
 use portico_edge::on_demand::OnDemand;
+use portico_edge::outbound::{self, Trust};
 use portico_edge::proxy::EdgeProxy;
 use portico_edge::reload::SnapshotReloader;
 use portico_edge::source::{CertificateSource, HttpSource};
@@ -47,9 +49,10 @@ fn run() -> anyhow::Result<()> {
     ));
     load_initial_snapshot(&edge, &config)?;
 
+    let outbound_tls = outbound_tls(&config)?;
     let wait = Duration::from_millis(edge.table().settings().on_demand_wait_ms.clamp(100, 60_000));
-    let source: Option<Arc<dyn CertificateSource>> = match &config.certificate_source {
-        Some(url) => Some(Arc::new(HttpSource::new(url, wait)?)),
+    let source: Option<Arc<dyn CertificateSource>> = match config.on_demand_source() {
+        Some((url, token)) => Some(Arc::new(HttpSource::new(&url, wait, token, &outbound_tls)?)),
         None => None,
     };
     let on_demand = Arc::new(OnDemand::new(source, wait));
@@ -93,8 +96,36 @@ fn run() -> anyhow::Result<()> {
         "snapshot reload",
         reloader,
     ));
-    tracing::info!(http = %config.http, https = %config.https, admin = %config.admin, version = %edge.table().version(), "edge starting");
+    if let Some(cp) = &config.control_plane {
+        let client = ConfigClient::new(edge.clone(), ClientSettings::new(cp), &outbound_tls)?;
+        server.add_service(pingora::services::background::background_service(
+            "config stream",
+            client,
+        ));
+    }
+    tracing::info!(
+        http = %config.http,
+        https = %config.https,
+        admin = %config.admin,
+        version = %edge.table().version(),
+        control_plane = config.control_plane.as_ref().map(|cp| cp.url.as_str()),
+        "edge starting"
+    );
     server.run_forever()
+}
+
+/// One TLS client config for every outbound call: system roots only if a
+/// URL is `https://`, plus `control_plane_ca_file`.
+fn outbound_tls(config: &EdgeConfig) -> anyhow::Result<rustls::ClientConfig> {
+    let cp = config.control_plane.as_ref();
+    let urls = cp
+        .map(|cp| cp.url.as_str())
+        .into_iter()
+        .chain(config.certificate_source.as_deref());
+    outbound::tls_config(&Trust::for_urls(
+        urls,
+        cp.and_then(|cp| cp.ca_file.as_deref()),
+    ))
 }
 
 /// `--snapshot FILE` wins (and is persisted); otherwise the data dir's copy;

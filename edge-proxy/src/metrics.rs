@@ -19,6 +19,18 @@ pub struct Metrics {
     pub rejected_configs: IntCounter,
     pub upstream_connect_failures: IntCounter,
     pub dropped_reports: IntCounter,
+    /// 1 while the config stream is connected (answered 200), else 0.
+    pub stream_connected: IntGauge,
+    /// Config stream connections that ended and were retried.
+    pub stream_reconnects: IntCounter,
+    /// Snapshots from the config stream that were installed.
+    pub snapshots_applied: IntCounter,
+    /// Deltas from the config stream that were applied.
+    pub deltas_applied: IntCounter,
+    /// Config stream frames of a type this edge does not know, skipped.
+    pub unknown_frames: IntCounter,
+    /// Heartbeats that failed or got a non-2xx answer.
+    pub heartbeat_failures: IntCounter,
 }
 
 impl Metrics {
@@ -74,6 +86,30 @@ impl Metrics {
             dropped_reports: counter(
                 "dropped_reports_total",
                 "Report items dropped because the queue was full",
+            )?,
+            stream_connected: gauge(
+                "config_stream_connected",
+                "1 while the config stream from the control plane is connected",
+            )?,
+            stream_reconnects: counter(
+                "config_stream_reconnects_total",
+                "Config stream connections that ended and were retried",
+            )?,
+            snapshots_applied: counter(
+                "config_snapshots_applied_total",
+                "Snapshots from the config stream that were installed",
+            )?,
+            deltas_applied: counter(
+                "config_deltas_applied_total",
+                "Deltas from the config stream that were applied",
+            )?,
+            unknown_frames: counter(
+                "config_unknown_frames_total",
+                "Config stream frames of an unknown type, skipped",
+            )?,
+            heartbeat_failures: counter(
+                "heartbeat_failures_total",
+                "Heartbeats to the control plane that failed",
             )?,
             registry,
         })

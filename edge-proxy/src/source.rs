@@ -1,11 +1,14 @@
 //! Where on-demand certificates come from: the [`CertificateSource`] trait
 //! (injected, so tests control it) and its HTTP implementation, which POSTs
-//! `{"hostname": "..."}` to a URL and expects a `CertificateBundle` (200) or
-//! a refusal (403/404/422). The control plane implements the URL later; a
-//! test server does today.
+//! a `CertificateRequest` (`{"hostname": "..."}`) to a URL — the control
+//! plane's `/internal/v1/edge/certificates/request` with the edge's bearer
+//! token, or an explicit `certificate_source` — and expects a
+//! `CertificateBundle` (200), a refusal (403/404/422), or "no issuer /
+//! issuance failed" (503). Anything but a bundle fails that one handshake.
 
+use crate::config::Token;
 use async_trait::async_trait;
-use portico_protocol::CertificateBundle;
+use portico_protocol::{CertificateBundle, CertificateRequest};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +26,22 @@ pub trait CertificateSource: Send + Sync {
 
 pub struct HttpSource {
     url: String,
+    token: Option<Token>,
     client: reqwest::Client,
 }
 
 impl HttpSource {
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+    /// A source POSTing to `url`, sending `token` as a bearer token if set.
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        token: Option<Token>,
+        tls: &rustls::ClientConfig,
+    ) -> anyhow::Result<Self> {
+        let client = crate::outbound::builder(tls).timeout(timeout).build()?;
         Ok(HttpSource {
             url: url.to_string(),
+            token,
             client,
         })
     }
@@ -39,20 +50,51 @@ impl HttpSource {
 #[async_trait]
 impl CertificateSource for HttpSource {
     async fn request(&self, hostname: &str) -> Result<CertificateBundle, SourceError> {
-        let resp = self
-            .client
-            .post(&self.url)
-            .json(&serde_json::json!({ "hostname": hostname }))
+        let mut request = self.client.post(&self.url).json(&CertificateRequest {
+            hostname: hostname.to_owned(),
+        });
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let resp = request
             .send()
             .await
-            .map_err(|e| SourceError::Failed(e.to_string()))?;
+            .map_err(|e| SourceError::Failed(crate::outbound::describe(&e)))?;
         match resp.status().as_u16() {
             200 => resp
                 .json()
                 .await
                 .map_err(|e| SourceError::Failed(format!("bad bundle: {e}"))),
             403 | 404 | 422 => Err(SourceError::Refused(hostname.to_string())),
-            other => Err(SourceError::Failed(format!("status {other}"))),
+            other => Err(SourceError::Failed(failure(other, hostname))),
         }
+    }
+}
+
+/// What a non-bundle, non-refusal status means, in words.
+fn failure(status: u16, hostname: &str) -> String {
+    match status {
+        401 => "the control plane refused the edge's token (401); check token".to_owned(),
+        503 => format!(
+            "no certificate for {hostname}: the control plane has no issuer configured \
+             or issuance failed (503)"
+        ),
+        other => format!("status {other} for {hostname}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure;
+
+    #[test]
+    fn failures_say_what_went_wrong() {
+        assert!(failure(503, "a.example.com").contains("no issuer"));
+        assert!(failure(503, "a.example.com").contains("a.example.com"));
+        assert!(failure(401, "a.example.com").contains("token"));
+        assert_eq!(
+            failure(500, "a.example.com"),
+            "status 500 for a.example.com"
+        );
     }
 }

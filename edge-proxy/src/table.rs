@@ -22,6 +22,8 @@ mod certs;
 mod error;
 #[path = "table/names.rs"]
 mod names;
+#[path = "table/snapshot.rs"]
+mod snapshot;
 
 #[cfg(test)]
 #[path = "table/tests.rs"]
@@ -29,16 +31,20 @@ mod tests;
 #[cfg(test)]
 #[path = "table/tests_delta.rs"]
 mod tests_delta;
+#[cfg(test)]
+#[path = "table/tests_snapshot.rs"]
+mod tests_snapshot;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use portico_protocol::{
-    CertificateBundle, ConfigVersion, Delta, EdgeSettings, HostConfig, Snapshot,
+    CertificateBundle, ChallengeAnswer, ConfigVersion, Delta, EdgeSettings, HostConfig, Snapshot,
 };
 use rustls::sign::CertifiedKey;
 
+use certs::Parsed;
 pub use error::TableError;
 pub use names::Target;
 
@@ -50,14 +56,15 @@ pub struct RoutingTable {
     exact: HashMap<String, Arc<Route>>,
     /// Parent of a wildcard (`example.com` for `*.example.com`) → route.
     wildcard: HashMap<String, Arc<Route>>,
-    /// Exact certificate name → certificate.
-    certs: HashMap<String, Arc<CertifiedKey>>,
+    /// Exact certificate name → certificate (and the bundle it came from,
+    /// shared by all of its names, for [`RoutingTable::to_snapshot`]).
+    certs: HashMap<String, Parsed<CertificateBundle>>,
     /// Parent of a wildcard certificate name → certificate.
-    wildcard_certs: HashMap<String, Arc<CertifiedKey>>,
+    wildcard_certs: HashMap<String, Parsed<CertificateBundle>>,
     /// HTTP-01 token → key authorization.
     http01: HashMap<String, String>,
-    /// TLS-ALPN-01 hostname → challenge certificate.
-    tls_alpn01: HashMap<String, Arc<CertifiedKey>>,
+    /// TLS-ALPN-01 hostname → challenge certificate (and its answer).
+    tls_alpn01: HashMap<String, Parsed<ChallengeAnswer>>,
     settings: EdgeSettings,
     /// `settings.default_certificate` resolved against the certificates.
     default_cert: Option<Arc<CertifiedKey>>,
@@ -113,7 +120,21 @@ impl RoutingTable {
     /// certificates claim the same name, the one with the later `not_after`
     /// wins (the later one in the list on a tie).
     pub fn from_snapshot(s: &Snapshot) -> Result<Self, TableError> {
+        build::from_snapshot(s.clone())
+    }
+
+    /// [`Self::from_snapshot`] for a snapshot the caller no longer needs:
+    /// its certificates move into the table instead of being copied.
+    pub fn from_owned_snapshot(s: Snapshot) -> Result<Self, TableError> {
         build::from_snapshot(s)
+    }
+
+    /// The snapshot this table serves: every host, every certificate with
+    /// only the names that still point at it, every challenge, the settings
+    /// and the version. `from_snapshot(&t.to_snapshot())` looks up exactly
+    /// like `t`. Sorted, so equal tables give equal snapshots.
+    pub fn to_snapshot(&self) -> Snapshot {
+        snapshot::to_snapshot(self)
     }
 
     /// Returns the table after `d`, or an error; `self` is never changed.
@@ -157,7 +178,8 @@ impl RoutingTable {
     /// The certificate for an SNI: exact name, then wildcard, then none.
     /// Does not fall back to the default certificate.
     pub fn certificate(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
-        self.certificate_ref(&names::normalise(sni)).cloned()
+        self.certificate_ref(&names::normalise(sni))
+            .map(|p| Arc::clone(&p.key))
     }
 
     /// The certificate for handshakes whose SNI matches nothing (or is
@@ -174,7 +196,9 @@ impl RoutingTable {
     /// The challenge certificate for an `acme-tls/1` handshake (exact name
     /// only: ACME never validates wildcards over TLS-ALPN-01).
     pub fn tls_alpn01(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
-        self.tls_alpn01.get(names::normalise(sni).as_ref()).cloned()
+        self.tls_alpn01
+            .get(names::normalise(sni).as_ref())
+            .map(|p| Arc::clone(&p.key))
     }
 
     /// What the edge knows about `sni`; see [`HostKnowledge`].
@@ -207,7 +231,7 @@ impl RoutingTable {
     }
 
     /// Certificate lookup on an already normalised name.
-    fn certificate_ref(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+    fn certificate_ref(&self, name: &str) -> Option<&Parsed<CertificateBundle>> {
         self.certs.get(name).or_else(|| {
             names::wildcard_parent(name).and_then(|parent| self.wildcard_certs.get(parent))
         })

@@ -154,6 +154,7 @@ impl ControlPlane {
     /// Starts a replica against `database_url` on a free port and waits
     /// until `/healthz` answers.
     pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        crate::edge::install_crypto();
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", database_url),
@@ -222,6 +223,10 @@ impl ControlPlane {
             );
             tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn kill(&mut self) {

@@ -8,18 +8,26 @@ use portico_protocol::{
     CertificateBundle, ChallengeAnswer, ChallengeId, Change, Delta, HostConfig, Snapshot,
 };
 
-use super::certs::{Check, parse_certified_key};
+use super::certs::{Check, Parsed, parse_certified_key};
 use super::names::{self, NameKey};
 use super::{Route, RoutingTable, TableError};
 
 /// See [`RoutingTable::from_snapshot`].
-pub(super) fn from_snapshot(s: &Snapshot) -> Result<RoutingTable, TableError> {
+pub(super) fn from_snapshot(s: Snapshot) -> Result<RoutingTable, TableError> {
+    let Snapshot {
+        version,
+        hosts,
+        certificates,
+        challenges,
+        settings,
+        ..
+    } = s;
     let mut table = RoutingTable {
-        version: s.version,
-        settings: s.settings.clone(),
+        version,
+        settings,
         ..RoutingTable::default()
     };
-    for host in &s.hosts {
+    for host in &hosts {
         let (key, route) = build_route(host)?;
         if table.insert_route(key, route).is_some() {
             return Err(TableError::DuplicateHost {
@@ -29,12 +37,12 @@ pub(super) fn from_snapshot(s: &Snapshot) -> Result<RoutingTable, TableError> {
     }
     // Inserting in ascending expiry makes the latest-expiring bundle win a
     // name; the sort is stable, so on a tie the later one in the list wins.
-    let mut bundles: Vec<&CertificateBundle> = s.certificates.iter().collect();
+    let mut bundles = certificates;
     bundles.sort_by_key(|b| b.not_after);
     for bundle in bundles {
-        table.upsert_certificate(bundle)?;
+        table.upsert_certificate(Arc::new(bundle))?;
     }
-    for challenge in &s.challenges {
+    for challenge in &challenges {
         table.add_challenge(challenge)?;
     }
     table.finish();
@@ -70,7 +78,7 @@ pub(super) fn with_certificate(
     bundle: &CertificateBundle,
 ) -> Result<RoutingTable, TableError> {
     let mut next = old.clone();
-    next.upsert_certificate(bundle)?;
+    next.upsert_certificate(Arc::new(bundle.clone()))?;
     next.finish();
     Ok(next)
 }
@@ -88,7 +96,9 @@ impl RoutingTable {
                     NameKey::Wildcard(parent) => self.wildcard.remove(&parent),
                 };
             }
-            Change::UpsertCertificate { certificate } => self.upsert_certificate(certificate)?,
+            Change::UpsertCertificate { certificate } => {
+                self.upsert_certificate(Arc::new(certificate.clone()))?;
+            }
             Change::RemoveCertificate { names } => {
                 for name in names {
                     match parse_hostname(name)? {
@@ -114,7 +124,7 @@ impl RoutingTable {
     }
 
     /// Parses a bundle and points each of its names at it.
-    fn upsert_certificate(&mut self, bundle: &CertificateBundle) -> Result<(), TableError> {
+    fn upsert_certificate(&mut self, bundle: Arc<CertificateBundle>) -> Result<(), TableError> {
         let invalid = |reason: String| TableError::InvalidCertificate {
             names: bundle.names.clone(),
             reason,
@@ -127,14 +137,16 @@ impl RoutingTable {
             .iter()
             .map(|name| names::parse_name(name).map_err(|r| invalid(format!("name {name:?} {r}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let certified = parse_certified_key(&bundle.chain_pem, &bundle.key_pem, Check::Strict)
+        let key = parse_certified_key(&bundle.chain_pem, &bundle.key_pem, Check::Strict)
             .map_err(invalid)?;
-        for key in keys {
-            match key {
-                NameKey::Exact(name) => self.certs.insert(name, Arc::clone(&certified)),
-                NameKey::Wildcard(parent) => {
-                    self.wildcard_certs.insert(parent, Arc::clone(&certified))
-                }
+        let parsed = Parsed {
+            key,
+            source: bundle,
+        };
+        for name in keys {
+            match name {
+                NameKey::Exact(name) => self.certs.insert(name, parsed.clone()),
+                NameKey::Wildcard(parent) => self.wildcard_certs.insert(parent, parsed.clone()),
             };
         }
         Ok(())
@@ -170,9 +182,10 @@ impl RoutingTable {
                 let NameKey::Exact(name) = parse_hostname(hostname)? else {
                     return Err(invalid("TLS-ALPN-01 cannot validate a wildcard".to_owned()));
                 };
-                let certified = parse_certified_key(certificate_pem, key_pem, Check::Challenge)
+                let key = parse_certified_key(certificate_pem, key_pem, Check::Challenge)
                     .map_err(invalid)?;
-                self.tls_alpn01.insert(name, certified);
+                let source = Arc::new(challenge.clone());
+                self.tls_alpn01.insert(name, Parsed { key, source });
             }
             ChallengeAnswer::Unknown => self.unknown_changes_skipped += 1,
         }
@@ -198,12 +211,13 @@ impl RoutingTable {
             .settings
             .default_certificate
             .as_deref()
-            .and_then(|name| self.certificate_ref(&names::normalise(name)).cloned());
+            .and_then(|name| self.certificate_ref(&names::normalise(name)))
+            .map(|p| Arc::clone(&p.key));
         self.certificate_count = self
             .certs
             .values()
             .chain(self.wildcard_certs.values())
-            .map(Arc::as_ptr)
+            .map(|p| Arc::as_ptr(&p.key))
             .collect::<HashSet<_>>()
             .len();
     }

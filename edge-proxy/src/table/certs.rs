@@ -1,5 +1,6 @@
 //! Turns PEM certificate chains and keys from the control plane into the
-//! `rustls` [`CertifiedKey`]s the TLS resolver hands out, once, at build time.
+//! `rustls` [`CertifiedKey`]s the TLS resolver hands out, once, at build time,
+//! and keeps each beside the data it came from ([`Parsed`]).
 
 use std::sync::Arc;
 
@@ -8,6 +9,18 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{Error, InconsistentKeys};
+
+/// A parsed key pair and what it was parsed from (a `CertificateBundle` or
+/// a TLS-ALPN-01 `ChallengeAnswer`), so that the table can be written back
+/// as a snapshot. Cloning bumps two reference counts: every name of a bundle
+/// shares one parsed key and one copy of the PEM.
+#[derive(Clone)]
+pub(super) struct Parsed<S> {
+    /// What the TLS resolver hands out.
+    pub(super) key: Arc<CertifiedKey>,
+    /// The source data.
+    pub(super) source: Arc<S>,
+}
 
 /// How strictly the end-entity certificate is checked against its key.
 #[derive(Clone, Copy, PartialEq, Eq)]
