@@ -419,3 +419,65 @@ async fn certificates_are_sealed_published_and_served_on_request() -> anyhow::Re
     assert_eq!(got.chain_pem, bundle.chain_pem);
     app.stop().await
 }
+
+#[tokio::test]
+async fn challenge_answers_reach_edges_and_are_withdrawn() -> anyhow::Result<()> {
+    use portico_control_plane::db::challenges::{self, NewChallenge};
+    use portico_protocol::{ChallengeAnswer, ChallengeId};
+    let app = app().await?;
+    let token = register_edge(&app.base, "cdg-1").await?;
+    let keys = app.running().state.settings.encryption_keys.clone();
+    let pool = app.running().state.pool.clone();
+    let mut r = ConfigReader::open(&app.base, &token, Some(0)).await?;
+    let alpn_key = rcgen::KeyPair::generate()?;
+    let alpn_cert = rcgen::CertificateParams::new(vec!["new.example.com".to_string()])?
+        .self_signed(&alpn_key)?;
+    let mut tx = pool.begin().await?;
+    challenges::put(
+        &mut tx,
+        &keys,
+        &NewChallenge::Http01 {
+            token: "tok-1",
+            key_authorization: "tok-1.thumb",
+        },
+    )
+    .await?;
+    challenges::put(
+        &mut tx,
+        &keys,
+        &NewChallenge::TlsAlpn01 {
+            hostname: "new.example.com",
+            certificate_pem: &alpn_cert.pem(),
+            key_pem: &alpn_key.serialize_pem(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let d = next_delta(&mut r).await?;
+    assert_eq!(d.changes.len(), 2, "{:?}", d.changes);
+    assert!(d.changes.contains(&Change::AddChallenge {
+        challenge: ChallengeAnswer::Http01 {
+            token: "tok-1".into(),
+            key_authorization: "tok-1.thumb".into()
+        }
+    }));
+    assert!(d.changes.iter().any(|c| matches!(c, Change::AddChallenge { challenge: ChallengeAnswer::TlsAlpn01 { key_pem, .. } } if *key_pem == alpn_key.serialize_pem())));
+    // A snapshot carries them too.
+    let mut fresh = ConfigReader::open(&app.base, &token, None).await?;
+    assert_eq!(fresh.snapshot(WAIT).await?.challenges.len(), 2);
+
+    let mut tx = pool.begin().await?;
+    challenges::remove(&mut tx, "http01:tok-1").await?;
+    assert_eq!(challenges::remove(&mut tx, "http01:absent").await?, None);
+    tx.commit().await?;
+    let d = next_delta(&mut r).await?;
+    assert_eq!(
+        d.changes,
+        [Change::RemoveChallenge {
+            id: ChallengeId::Http01 {
+                token: "tok-1".into()
+            }
+        }]
+    );
+    app.stop().await
+}

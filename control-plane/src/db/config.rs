@@ -16,6 +16,8 @@ pub enum ConfigKey {
     Host(String),
     /// The certificate served for one hostname.
     Certificate(String),
+    /// An ACME challenge answer, by id (`http01:<token>`, `tls_alpn01:<hostname>`).
+    Challenge(String),
 }
 
 impl ConfigKey {
@@ -23,6 +25,7 @@ impl ConfigKey {
         match self {
             ConfigKey::Host(h) => ("host", h),
             ConfigKey::Certificate(h) => ("certificate", h),
+            ConfigKey::Challenge(id) => ("challenge", id),
         }
     }
 
@@ -132,6 +135,7 @@ pub async fn changed_keys(
         .filter_map(|r| match r.kind.as_str() {
             "host" => Some(ConfigKey::Host(r.key)),
             "certificate" => Some(ConfigKey::Certificate(r.key)),
+            "challenge" => Some(ConfigKey::Challenge(r.key)),
             _ => None,
         })
         .collect())
@@ -147,20 +151,29 @@ pub struct Compaction {
 
 /// Deletes rows superseded by a later row for the same key (no delta
 /// changes), then rows older than both retention limits (edges behind them
-/// get a snapshot), and raises `log_floor` to match.
+/// get a snapshot), and raises `log_floor` to match. One replica at a time
+/// (a transaction-scoped advisory lock); the others skip that round.
 pub async fn compact(
     db: &sqlx::PgPool,
     retain_versions: u64,
     retain_secs: f64,
 ) -> Result<Compaction, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtext('portico_config_compaction')) AS "locked!""#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !locked {
+        return Ok(Compaction::default());
+    }
     let superseded = sqlx::query!(
         "DELETE FROM config_changes c USING config_changes later
          WHERE later.kind = c.kind AND later.key = c.key AND later.version > c.version"
     )
-    .execute(db)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
-    let mut tx = db.begin().await?;
     let floor = sqlx::query_scalar!(
         r#"UPDATE config_state SET log_floor = GREATEST(log_floor, COALESCE((
               SELECT max(version) FROM config_changes

@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod certificates;
+pub mod challenges;
 pub mod config;
 pub mod domains;
 pub mod edges;

@@ -88,3 +88,42 @@ pub async fn certificates_named(
     .fetch_all(conn)
     .await
 }
+
+/// A challenge answer, key still sealed.
+#[derive(Clone, Debug)]
+pub struct ChallengeRow {
+    pub id: String,
+    pub kind: String,
+    pub token: Option<String>,
+    pub key_authorization: Option<String>,
+    pub hostname: Option<String>,
+    pub certificate_pem: Option<String>,
+    pub key_id: Option<String>,
+    pub key_sealed: Option<Vec<u8>>,
+}
+
+/// Every challenge answer being served (few: only pending orders).
+pub async fn all_challenges(conn: &mut PgConnection) -> Result<Vec<ChallengeRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ChallengeRow,
+        "SELECT id, kind, token, key_authorization, hostname, certificate_pem, key_id, key_sealed
+         FROM challenges"
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The challenge answers among `ids`; absent ones are to be removed.
+pub async fn challenges_named(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<Vec<ChallengeRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ChallengeRow,
+        "SELECT id, kind, token, key_authorization, hostname, certificate_pem, key_id, key_sealed
+         FROM challenges WHERE id = ANY($1)",
+        ids
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -4,13 +4,14 @@
 
 use crate::crypto::Keyring;
 use crate::db::config::{self, ConfigKey};
-use crate::db::published::{self, CertRow, HostRow};
+use crate::db::published::{self, CertRow, ChallengeRow, HostRow};
 use crate::settings::Settings;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use portico_protocol::{
-    CertificateBundle, Change, ConfigVersion, Delta, EdgeSettings, Frame, HostConfig,
-    PROTOCOL_VERSION, Redirect, SnapshotBegin, SnapshotChunk, SnapshotEnd, encode_frame,
+    CertificateBundle, ChallengeAnswer, ChallengeId, Change, ConfigVersion, Delta, EdgeSettings,
+    Frame, HostConfig, PROTOCOL_VERSION, Redirect, SnapshotBegin, SnapshotChunk, SnapshotEnd,
+    encode_frame,
 };
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeSet;
@@ -98,6 +99,24 @@ pub async fn snapshot(
         }
         counts.certificates += send_chunk(out, Vec::new(), batch).await?;
     }
+    let challenges: Vec<ChallengeAnswer> = published::all_challenges(&mut tx)
+        .await?
+        .into_iter()
+        .filter_map(|row| challenge(row, &settings.encryption_keys))
+        .collect();
+    counts.challenges = u64::try_from(challenges.len()).unwrap_or(0);
+    if !challenges.is_empty() {
+        send(
+            out,
+            &Frame::SnapshotChunk(SnapshotChunk {
+                v: PROTOCOL_VERSION,
+                hosts: Vec::new(),
+                certificates: Vec::new(),
+                challenges,
+            }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     send(out, &Frame::SnapshotEnd(counts)).await?;
     Ok(state.version)
@@ -145,10 +164,12 @@ async fn resolve(
 ) -> Result<Vec<Change>, FrameError> {
     let mut hosts = BTreeSet::new();
     let mut certs = BTreeSet::new();
+    let mut challenges = BTreeSet::new();
     for key in keys {
         match key {
             ConfigKey::Host(h) => hosts.insert(h),
             ConfigKey::Certificate(h) => certs.insert(h),
+            ConfigKey::Challenge(id) => challenges.insert(id),
         };
     }
     let hosts: Vec<String> = hosts.into_iter().collect();
@@ -178,6 +199,19 @@ async fn resolve(
         match found.remove(&h).and_then(|row| bundle(row, keyring)) {
             Some(certificate) => changes.push(Change::UpsertCertificate { certificate }),
             None => changes.push(Change::RemoveCertificate { names: vec![h] }),
+        }
+    }
+    let ids: Vec<String> = challenges.into_iter().collect();
+    let mut found: std::collections::HashMap<String, ChallengeRow> =
+        published::challenges_named(&mut *conn, &ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+    for id in ids {
+        match found.remove(&id).and_then(|row| challenge(row, keyring)) {
+            Some(challenge) => changes.push(Change::AddChallenge { challenge }),
+            None => changes.extend(challenge_id(&id).map(|id| Change::RemoveChallenge { id })),
         }
     }
     Ok(changes)
@@ -225,6 +259,62 @@ pub fn bundle(row: CertRow, keyring: &Keyring) -> Option<CertificateBundle> {
             tracing::error!(host = %row.hostname, error = %e, "certificate key cannot be opened; not published");
             None
         }
+    }
+}
+
+/// The answer as the edge serves it; `None` (logged) if it can't be built.
+pub fn challenge(row: ChallengeRow, keyring: &Keyring) -> Option<ChallengeAnswer> {
+    let kind = row.kind.clone();
+    match (kind.as_str(), row) {
+        (
+            "http01",
+            ChallengeRow {
+                token: Some(token),
+                key_authorization: Some(key_authorization),
+                ..
+            },
+        ) => Some(ChallengeAnswer::Http01 {
+            token,
+            key_authorization,
+        }),
+        (
+            "tls_alpn01",
+            ChallengeRow {
+                id,
+                hostname: Some(hostname),
+                certificate_pem: Some(certificate_pem),
+                key_id: Some(key_id),
+                key_sealed: Some(sealed),
+                ..
+            },
+        ) => match keyring.open(&key_id, &sealed, id.as_bytes()) {
+            Ok(key) => Some(ChallengeAnswer::TlsAlpn01 {
+                hostname,
+                certificate_pem,
+                key_pem: String::from_utf8_lossy(key.expose()).into_owned(),
+            }),
+            Err(e) => {
+                tracing::error!(challenge = %id, error = %e, "challenge key cannot be opened");
+                None
+            }
+        },
+        (kind, row) => {
+            tracing::error!(challenge = %row.id, kind, "malformed challenge row");
+            None
+        }
+    }
+}
+
+/// The protocol id of a challenge row id.
+fn challenge_id(id: &str) -> Option<ChallengeId> {
+    match id.split_once(':') {
+        Some(("http01", token)) => Some(ChallengeId::Http01 {
+            token: token.to_string(),
+        }),
+        Some(("tls_alpn01", hostname)) => Some(ChallengeId::TlsAlpn01 {
+            hostname: hostname.to_string(),
+        }),
+        _ => None,
     }
 }
 
