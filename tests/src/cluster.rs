@@ -5,7 +5,7 @@
 
 use crate::edge::free_port;
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -243,20 +243,23 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A binary of this workspace next to the test executable.
+/// A binary of this workspace: next to this executable (a `bench-*`
+/// binary) or one directory up (a test, which lives in `deps/`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let bin = dir.join(name);
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bins` (scripts/test does)",
-        bin.display()
-    );
-    Ok(bin)
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidates = [Some(dir), dir.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "{name} is missing next to {}: run `cargo build --bins` (scripts/test does)",
+                exe.display()
+            )
+        })
 }
 
 /// Registers an edge through the operator API; returns its token.

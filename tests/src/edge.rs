@@ -2,7 +2,6 @@
 //! upstream, the `portico-edge` binary as a real process on free ports, and
 //! TLS clients that trust the test CA and resolve any name to the edge.
 
-use anyhow::Context;
 use portico_protocol::{
     CertificateBundle, ConfigVersion, EdgeSettings, HostConfig, PROTOCOL_VERSION, Snapshot,
 };
@@ -74,20 +73,9 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// The `portico-edge` binary next to this test executable.
+/// The `portico-edge` binary of this build.
 pub fn edge_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let bin = dir.join("portico-edge");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p portico-edge` (scripts/test does)",
-        bin.display()
-    );
-    Ok(bin)
+    crate::cluster::binary("portico-edge")
 }
 
 /// A running edge process; killed when dropped.
