@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use portico_protocol::{
-    CertificateBundle, ChallengeAnswer, ChallengeId, Change, Delta, HostConfig, Snapshot,
+    CertificateBundle, ChallengeAnswer, ChallengeId, Change, Delta, HostConfig, Redirect, Snapshot,
 };
 
 use super::certs::{Check, Parsed, parse_certified_key};
@@ -45,6 +45,9 @@ pub(super) fn from_snapshot(s: Snapshot) -> Result<RoutingTable, TableError> {
     for challenge in &challenges {
         table.add_challenge(challenge)?;
     }
+    for host in &hosts {
+        table.check_redirects(&host.hostname)?;
+    }
     table.finish();
     Ok(table)
 }
@@ -66,6 +69,11 @@ pub(super) fn apply(old: &RoutingTable, d: &Delta) -> Result<RoutingTable, Table
     let mut next = old.clone();
     for change in &d.changes {
         next.apply_change(change)?;
+    }
+    for change in &d.changes {
+        if let Change::UpsertHost { host } = change {
+            next.check_redirects(&host.hostname)?;
+        }
     }
     next.version = d.to;
     next.finish();
@@ -115,6 +123,33 @@ impl RoutingTable {
         Ok(())
     }
 
+    /// Refuses a redirect loop through `hostname`: both rules on it, or a
+    /// `www.` host sending to an apex that sends back (either direction).
+    fn check_redirects(&self, hostname: &str) -> Result<(), TableError> {
+        let has = |name: &str, rule: Redirect| {
+            self.exact
+                .get(name)
+                .is_some_and(|r| r.config.redirects.contains(&rule))
+        };
+        let cycle = || TableError::RedirectCycle {
+            hostname: hostname.to_owned(),
+        };
+        if has(hostname, Redirect::WwwToApex) && has(hostname, Redirect::ApexToWww) {
+            return Err(cycle());
+        }
+        if let Some(apex) = hostname.strip_prefix("www.")
+            && has(hostname, Redirect::WwwToApex)
+            && has(apex, Redirect::ApexToWww)
+        {
+            return Err(cycle());
+        }
+        let www = format!("www.{hostname}");
+        if has(hostname, Redirect::ApexToWww) && has(&www, Redirect::WwwToApex) {
+            return Err(cycle());
+        }
+        Ok(())
+    }
+
     /// Inserts a route, returning the one it replaced.
     fn insert_route(&mut self, key: NameKey, route: Arc<Route>) -> Option<Arc<Route>> {
         match key {
@@ -132,6 +167,22 @@ impl RoutingTable {
         if bundle.names.is_empty() {
             return Err(invalid("bundle has no names".to_owned()));
         }
+        // A chain of a few certificates is a few KiB; 100 names is the CA limit.
+        limit(
+            || format!("chain of {}", bundle.names.join(", ")),
+            bundle.chain_pem.len(),
+            64 * 1024,
+        )?;
+        limit(
+            || format!("key of {}", bundle.names.join(", ")),
+            bundle.key_pem.len(),
+            16 * 1024,
+        )?;
+        limit(
+            || "names of a certificate".to_owned(),
+            bundle.names.len(),
+            100,
+        )?;
         let keys = bundle
             .names
             .iter()
@@ -223,9 +274,34 @@ impl RoutingTable {
     }
 }
 
+/// Most targets and redirect rules one host may have.
+const MAX_TARGETS: usize = 64;
+const MAX_REDIRECTS: usize = 8;
+
+fn limit(what: impl FnOnce() -> String, size: usize, max: usize) -> Result<(), TableError> {
+    if size > max {
+        return Err(TableError::TooLarge {
+            what: what(),
+            size,
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Validates a host's name, targets and upstream SNI.
 fn build_route(host: &HostConfig) -> Result<(NameKey, Arc<Route>), TableError> {
     let key = parse_hostname(&host.hostname)?;
+    limit(
+        || format!("targets of {}", host.hostname),
+        host.targets.len(),
+        MAX_TARGETS,
+    )?;
+    limit(
+        || format!("redirects of {}", host.hostname),
+        host.redirects.len(),
+        MAX_REDIRECTS,
+    )?;
     let targets = host
         .targets
         .iter()

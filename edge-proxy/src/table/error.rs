@@ -53,6 +53,22 @@ pub enum TableError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Redirect rules that would send a client round in a loop
+    /// (`www_to_apex` on `www.x` while `x` has `apex_to_www`, or both rules
+    /// on one host).
+    RedirectCycle {
+        /// The host whose rules close the loop.
+        hostname: String,
+    },
+    /// A value is larger than the edge accepts.
+    TooLarge {
+        /// What (e.g. `targets of shop.example.com`).
+        what: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A delta was made for another version than this table's.
     VersionMismatch {
         /// This table's version.
@@ -93,6 +109,15 @@ impl fmt::Display for TableError {
             }
             TableError::InvalidChallenge { id, reason } => {
                 write!(f, "ACME challenge {id:?}: {reason}")
+            }
+            TableError::RedirectCycle { hostname } => {
+                write!(
+                    f,
+                    "redirects of {hostname:?} form a loop (www_to_apex and apex_to_www)"
+                )
+            }
+            TableError::TooLarge { what, size, max } => {
+                write!(f, "{what}: {size} is over the limit of {max}")
             }
             TableError::VersionMismatch { current, from } => write!(
                 f,

@@ -273,3 +273,57 @@ fn an_invalid_change_refuses_the_whole_delta() {
         assert_eq!(old.host_count(), 2);
     }
 }
+
+#[test]
+fn redirect_loops_and_oversize_values_are_refused_whole() {
+    use portico_protocol::HostConfig;
+    use portico_protocol::Redirect;
+    let mut www = HostConfig::new("www.loop.example.com");
+    www.targets = vec!["10.0.0.1:80".into()];
+    www.redirects = vec![Redirect::WwwToApex];
+    let mut apex = HostConfig::new("loop.example.com");
+    apex.targets = vec!["10.0.0.1:80".into()];
+    apex.redirects = vec![Redirect::ApexToWww];
+    let base = RoutingTable::from_snapshot(&portico_protocol::Snapshot {
+        v: 1,
+        version: ConfigVersion(1),
+        hosts: vec![www.clone()],
+        certificates: Vec::new(),
+        challenges: Vec::new(),
+        settings: Default::default(),
+    })
+    .unwrap();
+    let delta = |changes| Delta {
+        v: 1,
+        from: ConfigVersion(1),
+        to: ConfigVersion(2),
+        changes,
+    };
+    let err = base
+        .apply(&delta(vec![Change::UpsertHost { host: apex.clone() }]))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TableError::RedirectCycle {
+            hostname: "loop.example.com".into()
+        }
+    );
+    let mut both = HostConfig::new("both.example.com");
+    both.redirects = vec![Redirect::WwwToApex, Redirect::ApexToWww];
+    assert!(matches!(
+        base.apply(&delta(vec![Change::UpsertHost { host: both }])),
+        Err(TableError::RedirectCycle { .. })
+    ));
+    let mut wide = HostConfig::new("wide.example.com");
+    wide.targets = (0..65).map(|i| format!("10.0.0.{i}:80")).collect();
+    assert!(matches!(
+        base.apply(&delta(vec![Change::UpsertHost { host: wide }])),
+        Err(TableError::TooLarge { .. })
+    ));
+    // The same apex without the loop-closing rule is fine.
+    apex.redirects = vec![Redirect::ToHttps];
+    assert!(
+        base.apply(&delta(vec![Change::UpsertHost { host: apex }]))
+            .is_ok()
+    );
+}
