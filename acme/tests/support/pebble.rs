@@ -1,0 +1,279 @@
+//! A Pebble ACME server (and pebble-challtestsrv as its DNS) run as child
+//! processes for one test, killed when the guard drops. Ports are picked free
+//! on 127.0.0.1; readiness is polled with a deadline.
+
+use std::fs::{self, File};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tempfile::TempDir;
+
+const READY_DEADLINE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(25);
+
+/// How to run Pebble.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `PEBBLE_WFE_NONCEREJECT`; `None` keeps Pebble's default (5 %).
+    pub nonce_reject: Option<u8>,
+    /// `PEBBLE_AUTHZREUSE`; `None` keeps Pebble's default (50 %).
+    pub authz_reuse: Option<u8>,
+    /// Names Pebble refuses to issue for.
+    pub blocklist: Vec<String>,
+    /// External account binding keys (key id, base64url HMAC key); when
+    /// set, Pebble requires a binding for new accounts.
+    pub eab_keys: Vec<(String, String)>,
+}
+
+/// A running Pebble; dropping it kills both processes.
+pub struct Pebble {
+    pub directory_url: String,
+    management: String,
+    /// The root of Pebble's own HTTPS certificate (which we generated).
+    pub tls_root_pem: String,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Pebble {
+    /// Start Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on
+    /// `tls_port` (where the test's responders listen), every name resolving
+    /// to 127.0.0.1. Retries with new ports if one was taken meanwhile.
+    pub async fn start(options: &Options, http_port: u16, tls_port: u16) -> Pebble {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match try_start(options, http_port, tls_port).await {
+                Ok(pebble) => return pebble,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("Pebble did not start:\n{}", failures.join("\n---\n"));
+    }
+
+    /// Pebble's current issuing root (`/roots/0`, new at every start).
+    pub async fn issuing_root_pem(&self) -> String {
+        let url = format!("https://{}/roots/0", self.management);
+        let (status, body) = https_get(&url, &self.tls_root_pem)
+            .await
+            .expect("GET /roots/0");
+        assert_eq!(status, 200, "GET /roots/0: {body}");
+        body
+    }
+}
+
+async fn try_start(options: &Options, http_port: u16, tls_port: u16) -> Result<Pebble, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (dns, dns_management) = (free_port(), free_port());
+    let (listen, management) = (free_port(), free_port());
+    let tls_root_pem = write_tls_files(dir.path());
+    let config = dir.path().join("pebble.json");
+    fs::write(
+        &config,
+        config_json(options, dir.path(), listen, management, http_port, tls_port),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut children = Vec::new();
+    let mut challtestsrv = Command::new(binary("PEBBLE_CHALLTESTSRV", "pebble-challtestsrv"));
+    challtestsrv.args(["-dns01", &format!("127.0.0.1:{dns}")]);
+    challtestsrv.args(["-http01", "", "-https01", "", "-tlsalpn01", ""]);
+    challtestsrv.args(["-management", &format!("127.0.0.1:{dns_management}")]);
+    challtestsrv.args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
+    children.push(spawn(challtestsrv, dir.path(), "challtestsrv")?);
+
+    let mut pebble = Command::new(binary("PEBBLE", "pebble"));
+    pebble.arg("-config").arg(&config);
+    pebble.args(["-dnsserver", &format!("127.0.0.1:{dns}")]);
+    pebble.env("PEBBLE_VA_NOSLEEP", "1");
+    set_percent(&mut pebble, "PEBBLE_WFE_NONCEREJECT", options.nonce_reject);
+    set_percent(&mut pebble, "PEBBLE_AUTHZREUSE", options.authz_reuse);
+    children.push(spawn(pebble, dir.path(), "pebble")?);
+
+    let mut started = Pebble {
+        directory_url: format!("https://127.0.0.1:{listen}/dir"),
+        management: format!("127.0.0.1:{management}"),
+        tls_root_pem,
+        children,
+        _dir: dir,
+    };
+    match wait_ready(&mut started, dns).await {
+        Ok(()) => Ok(started),
+        Err(why) => Err(format!("{why}\n{}", logs(started._dir.path()))),
+    }
+}
+
+fn config_json(
+    options: &Options,
+    dir: &Path,
+    listen: u16,
+    management: u16,
+    http_port: u16,
+    tls_port: u16,
+) -> String {
+    serde_json::json!({
+        "pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.join("tls.pem"),
+            "privateKey": dir.join("tls.key"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": !options.eab_keys.is_empty(),
+            "externalAccountMACKeys": options.eab_keys.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
+            "domainBlocklist": options.blocklist,
+        }
+    })
+    .to_string()
+}
+
+/// Pebble's HTTPS certificate: a throwaway root signing a leaf for
+/// 127.0.0.1 and localhost. Returns the root PEM.
+fn write_tls_files(dir: &Path) -> String {
+    let root_key = KeyPair::generate().expect("root key");
+    let mut root = CertificateParams::new(Vec::<String>::new()).expect("root params");
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root_cert = root.self_signed(&root_key).expect("root cert");
+    let issuer = Issuer::new(root, root_key);
+    let key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("leaf params")
+        .signed_by(&key, &issuer)
+        .expect("leaf cert");
+    fs::write(dir.join("tls.pem"), leaf.pem()).expect("write tls.pem");
+    fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write tls.key");
+    root_cert.pem()
+}
+
+/// Poll until the DNS server answers and the ACME directory is served.
+async fn wait_ready(pebble: &mut Pebble, dns: u16) -> Result<(), String> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    let mut dns_ok = false;
+    loop {
+        for child in &mut pebble.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("a Pebble process exited early: {status}"));
+            }
+        }
+        dns_ok = dns_ok || dns_answers(dns).await;
+        if dns_ok && let Ok((200, _)) = https_get(&pebble.directory_url, &pebble.tls_root_pem).await
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not ready within {READY_DEADLINE:?} (dns: {dns_ok})"
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Send one A query for example.com and wait briefly for any answer.
+async fn dns_answers(port: u16) -> bool {
+    const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\
+        \x07example\x03com\x00\x00\x01\x00\x01";
+    let Ok(socket) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+        return false;
+    };
+    if socket.send_to(QUERY, ("127.0.0.1", port)).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut buf)).await,
+        Ok(Ok(n)) if n >= 12 && buf[..2] == QUERY[..2]
+    )
+}
+
+/// GET over HTTPS trusting only `root_pem`; returns status and body.
+pub async fn https_get(url: &str, root_pem: &str) -> Result<(u16, String), String> {
+    let mut roots = RootCertStore::empty();
+    let root = CertificateDer::from_pem_slice(root_pem.as_bytes()).map_err(|e| e.to_string())?;
+    roots.add(root).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(https);
+    let uri = url.parse::<http::Uri>().map_err(|e| e.to_string())?;
+    let response = client.get(uri).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A port free on 127.0.0.1 for both TCP and UDP right now.
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn binary(env: &str, default: &str) -> PathBuf {
+    std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+fn set_percent(command: &mut Command, name: &str, value: Option<u8>) {
+    if let Some(value) = value {
+        command.env(name, value.to_string());
+    }
+}
+
+fn spawn(mut command: Command, dir: &Path, name: &str) -> Result<Child, String> {
+    let log = File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("starting {name} (apt-get install pebble): {e}"))
+}
+
+fn logs(dir: &Path) -> String {
+    ["challtestsrv", "pebble"]
+        .iter()
+        .map(|name| {
+            let text = fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            format!("== {name}.log ==\n{text}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
