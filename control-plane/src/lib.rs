@@ -18,6 +18,7 @@
 pub mod api;
 pub mod api_key;
 pub mod app;
+pub mod certs;
 pub mod crypto;
 pub mod db;
 pub mod dns;

@@ -41,8 +41,42 @@ pub struct Settings {
     pub checks: CheckSettings,
     pub limits: LimitSettings,
     pub config: ConfigSettings,
+    pub certificates: CertificateSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
+}
+
+/// Where certificates come from, and the policy around ordering them.
+#[derive(Clone, Debug)]
+pub struct CertificateSettings {
+    pub issuer: IssuerSetting,
+    /// `http-01` or `tls-alpn-01`.
+    pub challenge: portico_acme::ChallengeKind,
+    /// CA limits the budget enforces (defaults: Let's Encrypt's).
+    pub orders_per_3h: i64,
+    pub certs_per_domain_week: i64,
+    pub failed_validations_per_host_hour: i64,
+    /// Stop retrying a host after failing for this long.
+    pub give_up_after: Duration,
+    /// How long an on-demand request waits for issuance before answering 503.
+    pub on_demand_wait: Duration,
+    /// Concurrent orders per worker process.
+    pub concurrency: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum IssuerSetting {
+    /// No issuer: on-demand requests get 503.
+    None,
+    /// The local development CA, root kept in this directory.
+    DevCa { dir: std::path::PathBuf },
+    /// An ACME directory.
+    Acme {
+        directory_url: String,
+        contact: Vec<String>,
+        /// PEM file of a root to trust for the CA's HTTPS (Pebble).
+        ca_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// Config distribution to edges.
@@ -185,12 +219,62 @@ impl Settings {
                     60,
                 )?)),
             },
+            certificates: certificate_settings(raw)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )
             .map_err(|e| err("PORTICO_ENCRYPTION_KEYS", &e))?,
         })
     }
+}
+
+fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError> {
+    let issuer = match raw.get("PORTICO_ISSUER").unwrap_or("none") {
+        "none" => IssuerSetting::None,
+        "dev" => IssuerSetting::DevCa {
+            dir: raw.get("PORTICO_DEV_CA_DIR").unwrap_or(".dev/ca").into(),
+        },
+        "acme" => {
+            let url = raw.get("PORTICO_ACME_DIRECTORY").ok_or_else(|| {
+                err(
+                    "PORTICO_ACME_DIRECTORY",
+                    "required with PORTICO_ISSUER=acme",
+                )
+            })?;
+            if !url.starts_with("https://") {
+                return Err(err("PORTICO_ACME_DIRECTORY", "must be an https:// URL"));
+            }
+            IssuerSetting::Acme {
+                directory_url: url.to_string(),
+                contact: raw.list("PORTICO_ACME_CONTACT", |s| Ok(format!("mailto:{s}")))?,
+                ca_file: raw.get("PORTICO_ACME_CA_FILE").map(Into::into),
+            }
+        }
+        _ => return Err(err("PORTICO_ISSUER", "must be `none`, `dev` or `acme`")),
+    };
+    let challenge = match raw.get("PORTICO_ACME_CHALLENGE").unwrap_or("http-01") {
+        "http-01" => portico_acme::ChallengeKind::Http01,
+        "tls-alpn-01" => portico_acme::ChallengeKind::TlsAlpn01,
+        _ => {
+            return Err(err(
+                "PORTICO_ACME_CHALLENGE",
+                "must be `http-01` or `tls-alpn-01`",
+            ));
+        }
+    };
+    Ok(CertificateSettings {
+        issuer,
+        challenge,
+        orders_per_3h: raw.parse_or("PORTICO_ACME_ORDERS_PER_3H", Some(300))?,
+        certs_per_domain_week: raw.parse_or("PORTICO_ACME_CERTS_PER_DOMAIN_WEEK", Some(50))?,
+        failed_validations_per_host_hour: raw
+            .parse_or("PORTICO_ACME_FAILED_PER_HOST_HOUR", Some(5))?,
+        give_up_after: secs(raw.parse_or("PORTICO_CERT_GIVE_UP_SECS", Some(30 * 86_400))?),
+        on_demand_wait: Duration::from_millis(
+            raw.parse_or("PORTICO_ON_DEMAND_WAIT_MS", Some(8_000))?,
+        ),
+        concurrency: usize::try_from(positive(raw, "PORTICO_ISSUE_CONCURRENCY", 8)?).unwrap_or(8),
+    })
 }
 
 fn platform_settings(raw: &Raw) -> Result<PlatformSettings, SettingsError> {

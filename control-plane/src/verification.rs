@@ -97,6 +97,10 @@ pub async fn check_domain(
     if domain.status != current.status {
         // On-demand TLS is allowed only while verified: edges must know.
         db::config::publish(&mut tx, &[ConfigKey::Host(domain.hostname.clone())]).await?;
+        if domain.status == "active" && domain.tls_status == "none" {
+            // Verified: order its certificate ahead of the first request.
+            db::orders::request(&mut tx, domain.id, "new").await?;
+        }
     }
     if let Some(event) = t.event {
         let data = crate::api::domains::DomainView::new(settings, &domain).to_json();

@@ -129,6 +129,9 @@ pub async fn store_certificate(
             key_pem: &bundle.key_pem,
             not_after: chrono::DateTime::from_timestamp(bundle.not_after, 0)
                 .context("not_after")?,
+            issuer: "unknown",
+            not_before: None,
+            renew_at: None,
         },
     )
     .await?;

@@ -138,7 +138,8 @@ async fn unknown_hosts_redirects_and_challenges_over_http() -> anyhow::Result<()
     https_only.redirects = vec![Redirect::ToHttps];
     let mut www = host("www.example.org", &[up]);
     www.redirects = vec![Redirect::WwwToApex];
-    let mut apex = host("example.org", &[up]);
+    // A different apex: the same pair with both rules would loop (refused).
+    let mut apex = host("example.net", &[up]);
     apex.redirects = vec![Redirect::ApexToWww];
     let mut snap = snapshot(
         1,
@@ -155,7 +156,7 @@ async fn unknown_hosts_redirects_and_challenges_over_http() -> anyhow::Result<()
         "www.example.org",
         "plain.example.com",
         "nobody.example.com",
-        "example.org",
+        "example.net",
     ];
     let client = http_client(&edge, &names)?;
     let port = edge.http.port();
@@ -191,12 +192,12 @@ async fn unknown_hosts_redirects_and_challenges_over_http() -> anyhow::Result<()
         (308, "http://example.org/p")
     );
     let resp = client
-        .get(format!("http://example.org:{port}/p"))
+        .get(format!("http://example.net:{port}/p"))
         .send()
         .await?;
     assert_eq!(
         (resp.status().as_u16(), resp.headers()["location"].to_str()?),
-        (308, "http://www.example.org/p")
+        (308, "http://www.example.net/p")
     );
 
     let body = json(

@@ -270,8 +270,11 @@ pub async fn heartbeat(
 }
 
 /// On-demand certificate for a host the edge saw in a ClientHello: the
-/// stored one if there is one (the edge's stream lags), 403 if the host may
-/// not have one, 503 while no issuer is configured.
+/// stored one if it is good (the edge's stream lags); 403 when the host may
+/// not have one (unknown, suspended, not verified, on-demand off, DNS no
+/// longer pointing at us); otherwise an order is queued at the front and the
+/// answer waits (bounded) for the certificate. 503 when no issuer is
+/// configured, the order failed, or it did not finish in time.
 #[utoipa::path(post, path = "/internal/v1/edge/certificates/request", tag = "edge",
     responses((status = 200, description = "a portico-protocol CertificateBundle"),
         (status = 403, body = Problem), (status = 503, body = Problem)),
@@ -282,22 +285,87 @@ pub async fn request_certificate(
     JsonBody(req): JsonBody<CertificateRequest>,
 ) -> Result<Response, ApiError> {
     let hostname = req.hostname.trim_end_matches('.').to_ascii_lowercase();
-    let mut conn = state.pool.acquire().await?;
-    let host = db::published::hosts_named(&mut conn, std::slice::from_ref(&hostname)).await?;
-    if !host.first().is_some_and(|h| h.on_demand) {
-        return Err(ApiError::Forbidden(format!(
+    let refuse = || {
+        ApiError::Forbidden(format!(
             "{hostname:?} may not get a certificate on demand: unknown, not verified, or on-demand TLS is off"
-        )));
+        ))
+    };
+    let domain = db::domains::find_by_hostname(&state.pool, &hostname)
+        .await?
+        .ok_or_else(refuse)?;
+    if !servable_on_demand(&state, &hostname).await? {
+        return Err(refuse());
     }
-    let stored = db::published::certificates_named(&mut conn, &[hostname]).await?;
-    match stored
-        .into_iter()
-        .next()
-        .and_then(|row| frames::bundle(row, &state.settings.encryption_keys))
-    {
-        Some(bundle) => Ok(Json(bundle).into_response()),
-        None => Err(ApiError::Unavailable(
+    if let Some(bundle) = stored_bundle(&state, &hostname).await? {
+        return Ok(Json(bundle).into_response());
+    }
+    if matches!(
+        state.settings.certificates.issuer,
+        crate::settings::IssuerSetting::None
+    ) {
+        return Err(ApiError::Unavailable(
             "no certificate issuer is configured on this control plane".into(),
-        )),
+        ));
+    }
+    // A stale DNS verdict is re-checked now, so that a domain pointed away
+    // from us never costs the CA a failed validation.
+    let stale = domain
+        .dns_checked_at
+        .is_none_or(|t| Utc::now() - t > chrono::Duration::minutes(10));
+    if stale {
+        let id = crate::ids::DomainId::from_uuid(domain.id);
+        crate::verification::check_domain(&state.pool, &state.settings, &state.dns, id).await?;
+        if !servable_on_demand(&state, &hostname).await? {
+            return Err(refuse());
+        }
+    }
+    let mut tx = state.pool.begin().await?;
+    db::orders::request(&mut tx, domain.id, "on_demand").await?;
+    tx.commit().await?;
+    wait_for_certificate(&state, domain.id, &hostname).await
+}
+
+async fn servable_on_demand(state: &AppState, hostname: &str) -> Result<bool, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let host = db::published::hosts_named(&mut conn, &[hostname.to_string()]).await?;
+    Ok(host.first().is_some_and(|h| h.on_demand))
+}
+
+async fn stored_bundle(
+    state: &AppState,
+    hostname: &str,
+) -> Result<Option<portico_protocol::CertificateBundle>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let stored = db::published::certificates_named(&mut conn, &[hostname.to_string()]).await?;
+    Ok(stored
+        .into_iter()
+        .find(|row| row.not_after > Utc::now())
+        .and_then(|row| frames::bundle(row, &state.settings.encryption_keys)))
+}
+
+async fn wait_for_certificate(
+    state: &AppState,
+    domain: uuid::Uuid,
+    hostname: &str,
+) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.settings.certificates.on_demand_wait;
+    loop {
+        if let Some(bundle) = stored_bundle(state, hostname).await? {
+            return Ok(Json(bundle).into_response());
+        }
+        if let Some(order) = db::orders::get(&state.pool, domain).await?
+            && order.status == "failed"
+        {
+            return Err(ApiError::Unavailable(format!(
+                "issuing a certificate for {hostname:?} failed: {}",
+                order.last_error.unwrap_or_default()
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Unavailable(format!(
+                "the certificate for {hostname:?} is still being issued; it reaches the edges when done"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }

@@ -336,3 +336,32 @@ pub async fn mark_stale(
     .fetch_all(db)
     .await
 }
+
+/// Sets the domain's TLS status (`issuing`, `active`, `failed`, ...).
+pub async fn set_tls_status(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    tls_status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE domains SET tls_status = $2, updated_at = now() WHERE id = $1 AND tls_status <> $2",
+        id,
+        tls_status
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_by_hostname(
+    db: &PgPool,
+    hostname: &str,
+) -> Result<Option<DomainRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        DomainRecord,
+        "SELECT * FROM domains WHERE hostname = $1",
+        hostname
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -109,3 +109,16 @@ pub async fn record_heartbeat(
     .await?;
     Ok(())
 }
+
+/// Edges seen within `fresh_secs` that have not applied `version` yet.
+pub async fn behind(db: &PgPool, version: i64, fresh_secs: f64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM edges
+           WHERE revoked_at IS NULL AND last_seen_at > now() - make_interval(secs => $2)
+             AND COALESCE(applied_version, 0) < $1"#,
+        version,
+        fresh_secs
+    )
+    .fetch_one(db)
+    .await
+}

@@ -21,6 +21,12 @@ pub enum EventType {
     DomainStale,
     #[serde(rename = "domain.deleted")]
     DomainDeleted,
+    #[serde(rename = "certificate.issued")]
+    CertificateIssued,
+    #[serde(rename = "certificate.renewed")]
+    CertificateRenewed,
+    #[serde(rename = "certificate.failed")]
+    CertificateFailed,
 }
 
 impl EventType {
@@ -32,6 +38,9 @@ impl EventType {
             EventType::DomainRecovered => "domain.recovered",
             EventType::DomainStale => "domain.stale",
             EventType::DomainDeleted => "domain.deleted",
+            EventType::CertificateIssued => "certificate.issued",
+            EventType::CertificateRenewed => "certificate.renewed",
+            EventType::CertificateFailed => "certificate.failed",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod domains;
 pub mod edges;
 pub mod events;
 pub mod idempotency;
+pub mod orders;
 pub mod published;
 pub mod tenants;
 

@@ -8,6 +8,7 @@
 //! - [`dns_check`]: one DNS check for one domain.
 
 pub mod dns_check;
+pub mod issuance;
 pub mod scheduler;
 
 use crate::dns::DnsChecker;
@@ -26,6 +27,9 @@ pub struct JobContext {
 
 /// Runs the workers and the scheduler until `stop` is cancelled.
 pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
+    if let Some(issuance) = crate::certs::issuance(&ctx.pool, &ctx.settings).await? {
+        tokio::spawn(issuance::run(issuance, stop.clone()));
+    }
     let worker = tokio::spawn(dns_check::worker(ctx.clone(), stop.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx, stop));
     worker.await??;

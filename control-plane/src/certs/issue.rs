@@ -1,0 +1,208 @@
+//! One order end to end (certmagic's shape: lock → re-check → issue → store
+//! → release): the claimed order row is the lock; re-check that the domain
+//! still wants a certificate and has none that is good; check the CA budget;
+//! issue through the [`Issuer`] with the edges as challenge publisher; store
+//! the certificate (which publishes it), its event and the outcome in one
+//! transaction. A failure is classified: retried with backoff, deferred, or
+//! given up with a `certificate.failed` event.
+
+use super::policy::{self, Budget};
+use super::publisher::EdgePublisher;
+use crate::db;
+use crate::db::certificates::NewCertificate;
+use crate::db::events::EventType;
+use crate::db::orders::ClaimedOrder;
+use crate::hostname::Hostname;
+use crate::ids::TenantId;
+use crate::settings::Settings;
+use chrono::Utc;
+use portico_acme::{IssueRequest, Issued, Issuer};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Issuance {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub issuer: Arc<dyn Issuer>,
+    /// `dev-ca` or the ACME directory URL: stored with each certificate and
+    /// the key of the rate budget.
+    pub issuer_name: String,
+    pub publisher: EdgePublisher,
+}
+
+impl Issuance {
+    /// Runs one claimed order to its outcome; errors are only database ones.
+    pub async fn run(&self, order: &ClaimedOrder) -> anyhow::Result<()> {
+        let host = order.hostname.as_str();
+        let eligible = {
+            let mut conn = self.pool.acquire().await?;
+            db::published::hosts_named(&mut conn, std::slice::from_ref(&order.hostname)).await?
+        };
+        if eligible.is_empty() {
+            db::orders::finish(
+                &self.pool,
+                order.domain_id,
+                "failed",
+                Some("the domain is not served (deleted, or its tenant suspended)"),
+                None,
+            )
+            .await?;
+            return Ok(());
+        }
+        let current = db::certificates::info(&self.pool, order.domain_id).await?;
+        let renewing = order.reason == "renewal" || order.reason == "forced";
+        if let Some(c) = &current
+            && !renewing
+            && c.not_after > Utc::now() + chrono::Duration::days(1)
+        {
+            // Another worker (or an earlier run of this order) got there first.
+            db::orders::finish(&self.pool, order.domain_id, "done", None, None).await?;
+            return Ok(());
+        }
+        let registered = Hostname::from_stored(order.hostname.clone())
+            .registrable_domain()
+            .to_string();
+        let counts =
+            db::orders::budget_counts(&self.pool, &self.issuer_name, host, &registered).await?;
+        if let Budget::Defer(wait, why) =
+            policy::budget(counts, &self.settings.certificates, current.is_some())
+        {
+            tracing::info!(host, %why, "certificate order deferred by the CA budget");
+            db::orders::finish(
+                &self.pool,
+                order.domain_id,
+                "deferred",
+                Some(&why),
+                Some(wait),
+            )
+            .await?;
+            return Ok(());
+        }
+        db::orders::log_event(&self.pool, &self.issuer_name, host, &registered, "order").await?;
+        db::domains::set_tls_status(
+            &self.pool,
+            order.domain_id,
+            if current.is_some() {
+                "renewing"
+            } else {
+                "issuing"
+            },
+        )
+        .await?;
+        let req = IssueRequest::new(
+            vec![order.hostname.clone()],
+            self.settings.certificates.challenge,
+        );
+        match self.issuer.issue(&req, &self.publisher).await {
+            Ok(issued) => {
+                self.store(order, &registered, issued, current.is_some())
+                    .await
+            }
+            Err(e) => self.failed(order, &registered, &e).await,
+        }
+    }
+
+    async fn store(
+        &self,
+        order: &ClaimedOrder,
+        registered: &str,
+        issued: Issued,
+        renewal: bool,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        db::certificates::upsert(
+            &mut tx,
+            &self.settings.encryption_keys,
+            &NewCertificate {
+                domain_id: order.domain_id,
+                hostname: &order.hostname,
+                chain_pem: &issued.chain_pem,
+                key_pem: issued.key_pem.expose(),
+                not_after: issued.not_after,
+                issuer: &self.issuer_name,
+                not_before: Some(issued.not_before),
+                renew_at: Some(issued.renew_at(rand::random())),
+            },
+        )
+        .await?;
+        let event = if renewal {
+            EventType::CertificateRenewed
+        } else {
+            EventType::CertificateIssued
+        };
+        let data = serde_json::json!({
+            "hostname": order.hostname, "issuer": self.issuer_name,
+            "not_before": issued.not_before, "not_after": issued.not_after,
+        });
+        db::events::append(
+            &mut *tx,
+            TenantId::from_uuid(order.tenant_id),
+            event,
+            order.domain_id,
+            &data,
+        )
+        .await?;
+        db::orders::log_event(
+            &mut *tx,
+            &self.issuer_name,
+            &order.hostname,
+            registered,
+            "issued",
+        )
+        .await?;
+        db::orders::finish(&mut *tx, order.domain_id, "done", None, None).await?;
+        db::domains::set_tls_status(&mut *tx, order.domain_id, "active").await?;
+        tx.commit().await?;
+        tracing::info!(host = %order.hostname, not_after = %issued.not_after, "certificate issued");
+        Ok(())
+    }
+
+    async fn failed(
+        &self,
+        order: &ClaimedOrder,
+        registered: &str,
+        e: &portico_acme::Error,
+    ) -> anyhow::Result<()> {
+        let host = &order.hostname;
+        let kind = if matches!(e, portico_acme::Error::ValidationFailed { .. }) {
+            "validation_failed"
+        } else {
+            "error"
+        };
+        db::orders::log_event(&self.pool, &self.issuer_name, host, registered, kind).await?;
+        let failing_for = order
+            .first_failed_at
+            .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        let message = e.to_string();
+        if !e.is_retryable() || policy::give_up(failing_for, &self.settings.certificates) {
+            tracing::warn!(host = %host, error = %message, "certificate order failed for good");
+            let mut tx = self.pool.begin().await?;
+            db::orders::finish(&mut *tx, order.domain_id, "failed", Some(&message), None).await?;
+            db::domains::set_tls_status(&mut *tx, order.domain_id, "failed").await?;
+            let data = serde_json::json!({"hostname": host, "error": message});
+            db::events::append(
+                &mut *tx,
+                TenantId::from_uuid(order.tenant_id),
+                EventType::CertificateFailed,
+                order.domain_id,
+                &data,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        let wait: Duration = policy::retry_in(order.attempts, e.retry_delay());
+        tracing::info!(host = %host, error = %message, retry_in_secs = wait.as_secs(), "certificate order failed; will retry");
+        db::orders::finish(
+            &self.pool,
+            order.domain_id,
+            "deferred",
+            Some(&message),
+            Some(wait),
+        )
+        .await?;
+        Ok(())
+    }
+}

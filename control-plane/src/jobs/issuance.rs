@@ -1,0 +1,83 @@
+//! The issuer loop: wakes on `NOTIFY portico_issue` (an on-demand request
+//! is answered in about a second) or every second, claims due certificate
+//! orders and runs up to `PORTICO_ISSUE_CONCURRENCY` at once. Every minute it
+//! also queues a renewal order for each certificate whose time has come.
+
+use crate::certs::issue::Issuance;
+use crate::db;
+use sqlx::postgres::PgListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long a claimed order stays ours if this worker dies.
+const LEASE: Duration = Duration::from_secs(300);
+
+pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(issuance.settings.certificates.concurrency));
+    let mut listener = PgListener::connect_with(&issuance.pool).await.ok();
+    if let Some(l) = listener.as_mut()
+        && let Err(e) = l.listen(db::orders::CHANNEL).await
+    {
+        tracing::warn!(error = %e, "cannot LISTEN for certificate orders; polling");
+        listener = None;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut renewals = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = renewals.tick() => queue_renewals(&issuance).await,
+            n = async { match listener.as_mut() { Some(l) => l.try_recv().await.ok().flatten(), None => std::future::pending().await } } => {
+                if n.is_none() { tokio::time::sleep(Duration::from_millis(100)).await; }
+            }
+        }
+        claim_and_run(&issuance, &slots).await;
+    }
+}
+
+async fn claim_and_run(issuance: &Arc<Issuance>, slots: &Arc<Semaphore>) {
+    let free = i64::try_from(slots.available_permits()).unwrap_or(0);
+    if free == 0 {
+        return;
+    }
+    let orders = match db::orders::claim(&issuance.pool, free, LEASE).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming certificate orders failed");
+            return;
+        }
+    };
+    for order in orders {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let issuance = issuance.clone();
+        tokio::spawn(async move {
+            if let Err(e) = issuance.run(&order).await {
+                tracing::warn!(host = %order.hostname, error = %e, "certificate order interrupted; it will be retried when its lease ends");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn queue_renewals(issuance: &Issuance) {
+    let result = async {
+        let due = db::orders::due_renewals(&issuance.pool, 1000).await?;
+        let mut tx = issuance.pool.begin().await?;
+        for domain in &due {
+            db::orders::request(&mut tx, *domain, "renewal").await?;
+        }
+        tx.commit().await?;
+        anyhow::Ok(due.len())
+    }
+    .await;
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "renewals queued"),
+        Err(e) => tracing::warn!(error = %e, "queueing renewals failed"),
+    }
+}
