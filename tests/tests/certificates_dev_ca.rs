@@ -169,6 +169,47 @@ async fn the_first_https_request_to_a_verified_host_gets_a_certificate_on_demand
     .fetch_one(&s.pool)
     .await?;
     assert_eq!(tls, "active");
+
+    // The API shows the certificate, never its key; a forced renewal of a
+    // fresh certificate is refused; operators see the order counts.
+    let api = reqwest::Client::new();
+    let page: Value = api
+        .get(format!("{}/v1/domains", s.base))
+        .bearer_auth(&s.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = page["items"][0]["id"].as_str().unwrap().to_string();
+    let cert: Value = api
+        .get(format!("{}/v1/domains/{id}/certificate", s.base))
+        .bearer_auth(&s.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        (cert["status"].as_str(), cert["current"]["issuer"].as_str()),
+        (Some("active"), Some("dev-ca"))
+    );
+    assert_eq!(cert["current"]["names"], json!([host]));
+    assert_eq!(cert["order"]["status"], "done");
+    assert!(!cert.to_string().contains("PRIVATE KEY"));
+    let resp = api
+        .post(format!("{}/v1/domains/{id}/certificate/renew", s.base))
+        .bearer_auth(&s.key)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 409);
+    let ops: Value = api
+        .get(format!("{}/v1/ops/acme", s.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(ops["orders"]["done"], 1, "{ops}");
+    assert_eq!(ops["directories"]["dev-ca"]["orders_3h"], 1, "{ops}");
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! Layers, outermost first: request id + tracing span, body size limit, then
 //! for `/v1/*` the per-key rate limit and `Idempotency-Key` handling.
 
+pub mod certificates;
 pub mod domain_input;
 pub mod domains;
 pub mod edges;
@@ -87,6 +88,9 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(domains::get, domains::update, domains::delete))
         .routes(routes!(domains::verify))
         .routes(routes!(domains::dns))
+        .routes(routes!(certificates::get))
+        .routes(routes!(certificates::renew))
+        .routes(routes!(certificates::ops))
         .routes(routes!(tenants::create))
         .routes(routes!(tenants::get, tenants::update))
         .routes(routes!(tenants::create_key, tenants::list_keys))

@@ -236,3 +236,28 @@ pub async fn due_renewals(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Uui
     .fetch_all(db)
     .await
 }
+
+/// Orders by status, and recent ACME activity by directory, as JSON objects.
+pub async fn overview(
+    db: &sqlx::PgPool,
+) -> Result<(serde_json::Value, serde_json::Value), sqlx::Error> {
+    let orders = sqlx::query_scalar!(
+        r#"SELECT COALESCE(jsonb_object_agg(status, n), '{}') AS "o!"
+           FROM (SELECT status, count(*) AS n FROM certificate_orders GROUP BY status) s"#
+    )
+    .fetch_one(db)
+    .await?;
+    let directories = sqlx::query_scalar!(
+        r#"SELECT COALESCE(jsonb_object_agg(directory_url, jsonb_build_object(
+               'orders_3h', orders, 'issued_24h', issued, 'validation_failed_24h', failed)), '{}') AS "d!"
+           FROM (SELECT directory_url,
+                   count(*) FILTER (WHERE kind = 'order' AND created_at > now() - interval '3 hours') AS orders,
+                   count(*) FILTER (WHERE kind = 'issued') AS issued,
+                   count(*) FILTER (WHERE kind = 'validation_failed') AS failed
+                 FROM acme_events WHERE created_at > now() - interval '1 day'
+                 GROUP BY directory_url) s"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((orders, directories))
+}
