@@ -27,6 +27,8 @@ mod http;
 mod issuer;
 mod order;
 mod renewal;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use account::{AccountCredentials, AcmeConfig, ExternalAccountBinding, Timeouts};
 pub use acme_issuer::{AcmeIssuer, AriAdvice};

@@ -1,13 +1,11 @@
 //! `DevCa` through the `Issuer` trait: leaves chain to its root, no challenge
 //! is published, and the root survives a restart.
 
-mod support;
-
 use async_trait::async_trait;
+use portico_acme::test_util::verify_chain;
 use portico_acme::{
     Challenge, ChallengeKind, ChallengePublisher, DevCa, IssueRequest, Issuer, PublishError,
 };
-use support::verify_chain;
 
 /// The development CA must never publish a challenge.
 struct NoChallenges;

@@ -3,13 +3,11 @@
 //! account credentials, and how CA failures are classified. Each test runs
 //! its own Pebble, DNS and responders on free 127.0.0.1 ports.
 
-mod support;
-
+use portico_acme::test_util::{Env, Options, TestPublisher, verify_chain};
 use portico_acme::{
     AccountCredentials, AcmeConfig, AcmeIssuer, ChallengeKind, Error, ExternalAccountBinding,
     IssueRequest, Issued, Issuer,
 };
-use support::{Env, Options, TestPublisher, verify_chain};
 
 /// What the control plane's policy does with `Transient`: try again. Pebble
 /// rejects 5 % of nonces by default; instant-acme retries each request three
@@ -54,7 +52,7 @@ fn no_nonce_faults() -> Options {
 #[tokio::test]
 async fn http01_issues_a_chain_to_pebbles_root_despite_bad_nonces() {
     // Pebble's default nonce rejection (5 %) stays on here.
-    let env = Env::start(Options::default()).await;
+    let env = Env::start(Options::default()).await.expect("Pebble starts");
     let (issuer, _) = create_account_retrying_transient(&env.config()).await;
     let publisher = env.publisher();
     let names = vec![
@@ -65,7 +63,7 @@ async fn http01_issues_a_chain_to_pebbles_root_despite_bad_nonces() {
 
     let issued = issue_retrying_transient(&issuer, &req, &publisher).await;
 
-    let root = env.pebble.issuing_root_pem().await;
+    let root = env.pebble.issuing_root_pem().await.expect("/roots/0");
     for name in &names {
         verify_chain(&issued.chain_pem, &root, name).expect("chain verifies");
     }
@@ -83,7 +81,7 @@ async fn http01_issues_a_chain_to_pebbles_root_despite_bad_nonces() {
 
 #[tokio::test]
 async fn tls_alpn01_issues_for_every_name() {
-    let env = Env::start(no_nonce_faults()).await;
+    let env = Env::start(no_nonce_faults()).await.expect("Pebble starts");
     let (issuer, _) = AcmeIssuer::create_account(&env.config())
         .await
         .expect("account");
@@ -96,7 +94,7 @@ async fn tls_alpn01_issues_for_every_name() {
 
     let issued = issuer.issue(&req, &publisher).await.expect("issued");
 
-    let root = env.pebble.issuing_root_pem().await;
+    let root = env.pebble.issuing_root_pem().await.expect("/roots/0");
     for name in &names {
         verify_chain(&issued.chain_pem, &root, name).expect("chain verifies");
     }
@@ -109,7 +107,8 @@ async fn stored_credentials_load_the_same_account_and_issue_again() {
         authz_reuse: Some(100),
         ..Options::default()
     })
-    .await;
+    .await
+    .expect("Pebble starts");
     let config = env.config();
     let (first, credentials) = create_account_retrying_transient(&config).await;
     let publisher = env.publisher();
@@ -135,7 +134,7 @@ async fn stored_credentials_load_the_same_account_and_issue_again() {
     let again = issue_retrying_transient(&loaded, &renewal, &publisher).await;
     assert_eq!(publisher.counts(), after_first);
     assert_ne!(again.certificate_id, first_cert.certificate_id);
-    let root = env.pebble.issuing_root_pem().await;
+    let root = env.pebble.issuing_root_pem().await.expect("/roots/0");
     verify_chain(&again.chain_pem, &root, "stored.example.com").expect("chain verifies");
 
     let elsewhere = AcmeConfig::new("https://127.0.0.1:1/dir");
@@ -149,7 +148,7 @@ async fn stored_credentials_load_the_same_account_and_issue_again() {
 
 #[tokio::test]
 async fn an_answer_nobody_serves_is_a_validation_failure() {
-    let env = Env::start(no_nonce_faults()).await;
+    let env = Env::start(no_nonce_faults()).await.expect("Pebble starts");
     let (issuer, _) = AcmeIssuer::create_account(&env.config())
         .await
         .expect("account");
@@ -186,7 +185,8 @@ async fn a_blocked_name_is_rejected() {
         blocklist: vec!["blocked.example.com".into()],
         ..Options::default()
     })
-    .await;
+    .await
+    .expect("Pebble starts");
     let (issuer, _) = AcmeIssuer::create_account(&env.config())
         .await
         .expect("account");
@@ -205,7 +205,7 @@ async fn a_blocked_name_is_rejected() {
 
 #[tokio::test]
 async fn a_ca_certificate_we_do_not_trust_is_a_configuration_error() {
-    let env = Env::start(no_nonce_faults()).await;
+    let env = Env::start(no_nonce_faults()).await.expect("Pebble starts");
     let mut config = env.config();
     config.extra_root_pem = None;
 
@@ -224,7 +224,8 @@ async fn external_account_binding_is_sent_when_configured() {
         eab_keys: vec![("kid-1".into(), KEY.into())],
         ..Options::default()
     })
-    .await;
+    .await
+    .expect("Pebble starts");
     let mut config = env.config();
 
     let refused = AcmeIssuer::create_account(&config)

@@ -143,9 +143,13 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A `portico-control-plane serve` process; killed on drop.
+/// A `portico-control-plane serve` process; killed on drop. Its stdout and
+/// stderr go to [`ControlPlane::log`] (its path is printed, so a failing
+/// test's output names it); `CP_LOG` sets its `RUST_LOG` (default `warn`).
 pub struct ControlPlane {
     pub addr: std::net::SocketAddr,
+    /// Where the process logs, across restarts.
+    pub log: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
 }
@@ -175,8 +179,14 @@ impl ControlPlane {
         for (k, v) in extra {
             env.push((k.to_string(), v.to_string()));
         }
+        let log = std::env::temp_dir().join(format!(
+            "portico-control-plane-{}.log",
+            uuid::Uuid::now_v7().simple()
+        ));
+        eprintln!("control plane on {addr} logs to {}", log.display());
         let mut cp = ControlPlane {
             addr,
+            log,
             child: None,
             env,
         };
@@ -191,6 +201,11 @@ impl ControlPlane {
     /// (Re)starts the process on the same port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let err = out.try_clone()?;
         let child = Command::new(binary("portico-control-plane")?)
             .arg("serve")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -198,7 +213,8 @@ impl ControlPlane {
                 "RUST_LOG",
                 std::env::var("CP_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -207,7 +223,10 @@ impl ControlPlane {
             if let Some(c) = self.child.as_mut()
                 && let Some(status) = c.try_wait()?
             {
-                anyhow::bail!("portico-control-plane exited during start-up: {status}");
+                anyhow::bail!(
+                    "portico-control-plane exited during start-up: {status}\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             if client
                 .get(format!("{}/healthz", self.base()))
@@ -219,7 +238,8 @@ impl ControlPlane {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "control plane did not start in time"
+                "control plane did not start in time (log: {})",
+                self.log.display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
         }

@@ -14,6 +14,27 @@ use tokio_util::sync::CancellationToken;
 /// How long a claimed order stays ours if this worker dies.
 const LEASE: Duration = Duration::from_secs(300);
 
+/// Builds the configured issuer and runs the loop. A CA that cannot be
+/// reached (the ACME account is loaded or created here) is retried with
+/// backoff and logged; it never stops the other workers.
+pub async fn start(ctx: super::JobContext, stop: CancellationToken) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match crate::certs::issuance(&ctx.pool, &ctx.settings).await {
+            Ok(Some(issuance)) => return run(issuance, stop).await,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_secs = backoff.as_secs(), "certificate issuer unavailable; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(300));
+    }
+}
+
 pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(issuance.settings.certificates.concurrency));
     let mut listener = PgListener::connect_with(&issuance.pool).await.ok();

@@ -27,9 +27,7 @@ pub struct JobContext {
 
 /// Runs the workers and the scheduler until `stop` is cancelled.
 pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
-    if let Some(issuance) = crate::certs::issuance(&ctx.pool, &ctx.settings).await? {
-        tokio::spawn(issuance::run(issuance, stop.clone()));
-    }
+    tokio::spawn(issuance::start(ctx.clone(), stop.clone()));
     let worker = tokio::spawn(dns_check::worker(ctx.clone(), stop.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx, stop));
     worker.await??;

@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use portico_acme::{Challenge, ChallengePublisher, PublishError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -21,11 +20,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::{Context, HarnessError};
+use crate::{Challenge, ChallengePublisher, PublishError};
+
 /// Published answers, by token (HTTP-01) and by hostname (TLS-ALPN-01).
 #[derive(Clone, Debug, Default)]
 pub struct Answers {
     http: Arc<Mutex<HashMap<String, String>>>,
     tls: Arc<Mutex<HashMap<String, Arc<CertifiedKey>>>>,
+}
+
+/// A lock that survives a panicked holder: the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Both responders, stopped on drop.
@@ -45,30 +52,36 @@ impl Drop for Responders {
 }
 
 impl Responders {
-    pub async fn start() -> Responders {
+    /// Binds both on free 127.0.0.1 ports and starts serving.
+    pub async fn start() -> Result<Responders, HarnessError> {
         let answers = Answers::default();
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
-        let http_port = http.local_addr().expect("addr").port();
-        let tls_port = tls.local_addr().expect("addr").port();
+        let http = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the HTTP-01 responder")?;
+        let tls = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the TLS-ALPN-01 responder")?;
+        let http_port = http.local_addr().context("its address")?.port();
+        let tls_port = tls.local_addr().context("its address")?.port();
+        let acceptor = tls_alpn_acceptor(answers.clone())?;
         let router = Router::new()
             .route("/.well-known/acme-challenge/{token}", get(http01))
             .with_state(answers.clone());
         let http_task = tokio::spawn(async move {
             let _ = axum::serve(http, router).await;
         });
-        let tls_task = tokio::spawn(serve_tls_alpn(tls, answers.clone()));
-        Responders {
+        let tls_task = tokio::spawn(serve_tls_alpn(tls, acceptor));
+        Ok(Responders {
             answers,
             http_port,
             tls_port,
             tasks: vec![http_task, tls_task],
-        }
+        })
     }
 }
 
 async fn http01(State(answers): State<Answers>, Path(token): Path<String>) -> (StatusCode, String) {
-    let found = answers.http.lock().expect("lock").get(&token).cloned();
+    let found = lock(&answers.http).get(&token).cloned();
     match found {
         Some(key_authorization) => (StatusCode::OK, key_authorization),
         None => (StatusCode::NOT_FOUND, String::new()),
@@ -81,19 +94,22 @@ struct ByHostname(Answers);
 impl ResolvesServerCert for ByHostname {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?;
-        self.0.tls.lock().ok()?.get(name).cloned()
+        lock(&self.0.tls).get(name).cloned()
     }
 }
 
-async fn serve_tls_alpn(listener: TcpListener, answers: Answers) {
+fn tls_alpn_acceptor(answers: Answers) -> Result<TlsAcceptor, HarnessError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .expect("versions")
+        .context("TLS versions")?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ByHostname(answers)));
     config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls_alpn(listener: TcpListener, acceptor: TlsAcceptor) {
     while let Ok((tcp, _)) = listener.accept().await {
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -152,8 +168,7 @@ impl ChallengePublisher for TestPublisher {
                 key_authorization,
                 ..
             } => {
-                let mut http = self.answers.http.lock().expect("lock");
-                http.insert(token.clone(), key_authorization.clone());
+                lock(&self.answers.http).insert(token.clone(), key_authorization.clone());
             }
             Challenge::TlsAlpn01 {
                 hostname,
@@ -162,8 +177,7 @@ impl ChallengePublisher for TestPublisher {
             } => {
                 let key = certified_key(certificate_pem, key_pem.expose())
                     .map_err(|e| PublishError::new(format!("loading the answer: {e}")))?;
-                let mut tls = self.answers.tls.lock().expect("lock");
-                tls.insert(hostname.clone(), Arc::new(key));
+                lock(&self.answers.tls).insert(hostname.clone(), Arc::new(key));
             }
         }
         Ok(())
@@ -173,10 +187,10 @@ impl ChallengePublisher for TestPublisher {
         self.withdrawn.fetch_add(1, Ordering::SeqCst);
         match answer {
             Challenge::Http01 { token, .. } => {
-                self.answers.http.lock().expect("lock").remove(token);
+                lock(&self.answers.http).remove(token);
             }
             Challenge::TlsAlpn01 { hostname, .. } => {
-                self.answers.tls.lock().expect("lock").remove(hostname);
+                lock(&self.answers.tls).remove(hostname);
             }
         }
     }

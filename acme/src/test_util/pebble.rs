@@ -1,6 +1,8 @@
 //! A Pebble ACME server (and pebble-challtestsrv as its DNS) run as child
-//! processes for one test, killed when the guard drops. Ports are picked free
-//! on 127.0.0.1; readiness is polled with a deadline.
+//! processes for one test, killed when the guard drops. The caller says
+//! where Pebble validates (its `httpPort` and `tlsPort`: test responders, or
+//! a real edge); every name resolves to 127.0.0.1. Pebble's own ports are
+//! picked free on 127.0.0.1; readiness is polled with a deadline.
 
 use std::fs::{self, File};
 use std::net::{TcpListener, UdpSocket};
@@ -18,6 +20,8 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
+
+use super::{Context, HarnessError};
 
 const READY_DEADLINE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(25);
@@ -42,6 +46,8 @@ pub struct Pebble {
     management: String,
     /// The root of Pebble's own HTTPS certificate (which we generated).
     pub tls_root_pem: String,
+    /// The same root as a file, for clients configured with a path.
+    pub tls_root_file: PathBuf,
     children: Vec<Child>,
     _dir: TempDir,
 }
@@ -57,49 +63,74 @@ impl Drop for Pebble {
 
 impl Pebble {
     /// Start Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on
-    /// `tls_port` (where the test's responders listen), every name resolving
-    /// to 127.0.0.1. Retries with new ports if one was taken meanwhile.
-    pub async fn start(options: &Options, http_port: u16, tls_port: u16) -> Pebble {
+    /// `tls_port` of 127.0.0.1 (every name resolves there). Retries with new
+    /// ports for Pebble itself if one was taken meanwhile.
+    pub async fn start(
+        options: &Options,
+        http_port: u16,
+        tls_port: u16,
+    ) -> Result<Pebble, HarnessError> {
         let mut failures = Vec::new();
         for _ in 0..3 {
             match try_start(options, http_port, tls_port).await {
-                Ok(pebble) => return pebble,
-                Err(failure) => failures.push(failure),
+                Ok(pebble) => return Ok(pebble),
+                Err(failure) => failures.push(failure.to_string()),
             }
         }
-        panic!("Pebble did not start:\n{}", failures.join("\n---\n"));
+        Err(HarnessError::new(format!(
+            "Pebble did not start (apt-get install pebble):\n{}",
+            failures.join("\n---\n")
+        )))
     }
 
     /// Pebble's current issuing root (`/roots/0`, new at every start).
-    pub async fn issuing_root_pem(&self) -> String {
+    pub async fn issuing_root_pem(&self) -> Result<String, HarnessError> {
         let url = format!("https://{}/roots/0", self.management);
-        let (status, body) = https_get(&url, &self.tls_root_pem)
-            .await
-            .expect("GET /roots/0");
-        assert_eq!(status, 200, "GET /roots/0: {body}");
-        body
+        match https_get(&url, &self.tls_root_pem).await? {
+            (200, body) => Ok(body),
+            (status, body) => Err(HarnessError::new(format!("GET /roots/0: {status} {body}"))),
+        }
     }
 }
 
-async fn try_start(options: &Options, http_port: u16, tls_port: u16) -> Result<Pebble, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (dns, dns_management) = (free_port(), free_port());
-    let (listen, management) = (free_port(), free_port());
-    let tls_root_pem = write_tls_files(dir.path());
+async fn try_start(
+    options: &Options,
+    http_port: u16,
+    tls_port: u16,
+) -> Result<Pebble, HarnessError> {
+    let dir = tempfile::tempdir().context("creating Pebble's directory")?;
+    let (dns, dns_management) = (free_port()?, free_port()?);
+    let (listen, management) = (free_port()?, free_port()?);
+    let tls_root_pem = write_tls_files(dir.path())?;
+    let tls_root_file = dir.path().join("tls-root.pem");
+    fs::write(&tls_root_file, &tls_root_pem).context("writing tls-root.pem")?;
     let config = dir.path().join("pebble.json");
     fs::write(
         &config,
         config_json(options, dir.path(), listen, management, http_port, tls_port),
     )
-    .map_err(|e| e.to_string())?;
+    .context("writing pebble.json")?;
 
-    let mut children = Vec::new();
+    // The guard exists before the first child, so a failed start kills
+    // whatever did start.
+    let mut started = Pebble {
+        directory_url: format!("https://127.0.0.1:{listen}/dir"),
+        management: format!("127.0.0.1:{management}"),
+        tls_root_pem,
+        tls_root_file,
+        children: Vec::new(),
+        _dir: dir,
+    };
+    let dir = started._dir.path().to_owned();
     let mut challtestsrv = Command::new(binary("PEBBLE_CHALLTESTSRV", "pebble-challtestsrv"));
     challtestsrv.args(["-dns01", &format!("127.0.0.1:{dns}")]);
     challtestsrv.args(["-http01", "", "-https01", "", "-tlsalpn01", ""]);
     challtestsrv.args(["-management", &format!("127.0.0.1:{dns_management}")]);
+    // Every name is 127.0.0.1, where the caller's validation ports are.
     challtestsrv.args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
-    children.push(spawn(challtestsrv, dir.path(), "challtestsrv")?);
+    started
+        .children
+        .push(spawn(challtestsrv, &dir, "challtestsrv")?);
 
     let mut pebble = Command::new(binary("PEBBLE", "pebble"));
     pebble.arg("-config").arg(&config);
@@ -107,18 +138,11 @@ async fn try_start(options: &Options, http_port: u16, tls_port: u16) -> Result<P
     pebble.env("PEBBLE_VA_NOSLEEP", "1");
     set_percent(&mut pebble, "PEBBLE_WFE_NONCEREJECT", options.nonce_reject);
     set_percent(&mut pebble, "PEBBLE_AUTHZREUSE", options.authz_reuse);
-    children.push(spawn(pebble, dir.path(), "pebble")?);
+    started.children.push(spawn(pebble, &dir, "pebble")?);
 
-    let mut started = Pebble {
-        directory_url: format!("https://127.0.0.1:{listen}/dir"),
-        management: format!("127.0.0.1:{management}"),
-        tls_root_pem,
-        children,
-        _dir: dir,
-    };
     match wait_ready(&mut started, dns).await {
         Ok(()) => Ok(started),
-        Err(why) => Err(format!("{why}\n{}", logs(started._dir.path()))),
+        Err(why) => Err(HarnessError::new(format!("{why}\n{}", logs(&dir)))),
     }
 }
 
@@ -149,20 +173,20 @@ fn config_json(
 
 /// Pebble's HTTPS certificate: a throwaway root signing a leaf for
 /// 127.0.0.1 and localhost. Returns the root PEM.
-fn write_tls_files(dir: &Path) -> String {
-    let root_key = KeyPair::generate().expect("root key");
-    let mut root = CertificateParams::new(Vec::<String>::new()).expect("root params");
+fn write_tls_files(dir: &Path) -> Result<String, HarnessError> {
+    let root_key = KeyPair::generate().context("root key")?;
+    let mut root = CertificateParams::new(Vec::<String>::new()).context("root params")?;
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let root_cert = root.self_signed(&root_key).expect("root cert");
+    let root_cert = root.self_signed(&root_key).context("root certificate")?;
     let issuer = Issuer::new(root, root_key);
-    let key = KeyPair::generate().expect("leaf key");
+    let key = KeyPair::generate().context("leaf key")?;
     let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("leaf params")
+        .context("leaf params")?
         .signed_by(&key, &issuer)
-        .expect("leaf cert");
-    fs::write(dir.join("tls.pem"), leaf.pem()).expect("write tls.pem");
-    fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write tls.key");
-    root_cert.pem()
+        .context("leaf certificate")?;
+    fs::write(dir.join("tls.pem"), leaf.pem()).context("writing tls.pem")?;
+    fs::write(dir.join("tls.key"), key.serialize_pem()).context("writing tls.key")?;
+    Ok(root_cert.pem())
 }
 
 /// Poll until the DNS server answers and the ACME directory is served.
@@ -207,14 +231,14 @@ async fn dns_answers(port: u16) -> bool {
 }
 
 /// GET over HTTPS trusting only `root_pem`; returns status and body.
-pub async fn https_get(url: &str, root_pem: &str) -> Result<(u16, String), String> {
+pub async fn https_get(url: &str, root_pem: &str) -> Result<(u16, String), HarnessError> {
     let mut roots = RootCertStore::empty();
-    let root = CertificateDer::from_pem_slice(root_pem.as_bytes()).map_err(|e| e.to_string())?;
-    roots.add(root).map_err(|e| e.to_string())?;
+    let root = CertificateDer::from_pem_slice(root_pem.as_bytes()).context("reading the root")?;
+    roots.add(root).context("adding the root")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .context("TLS versions")?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -223,27 +247,28 @@ pub async fn https_get(url: &str, root_pem: &str) -> Result<(u16, String), Strin
         .enable_http1()
         .build();
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(https);
-    let uri = url.parse::<http::Uri>().map_err(|e| e.to_string())?;
-    let response = client.get(uri).await.map_err(|e| e.to_string())?;
+    let uri = url.parse::<http::Uri>().context("the URL")?;
+    let response = client.get(uri).await.context(url)?;
     let status = response.status().as_u16();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .context("reading the body")?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// A port free on 127.0.0.1 for both TCP and UDP right now.
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-        let port = tcp.local_addr().expect("local addr").port();
+fn free_port() -> Result<u16, HarnessError> {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").context("binding a TCP port")?;
+        let port = tcp.local_addr().context("its address")?.port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+            return Ok(port);
         }
     }
+    Err(HarnessError::new("no port free for both TCP and UDP"))
 }
 
 fn binary(env: &str, default: &str) -> PathBuf {
@@ -256,15 +281,15 @@ fn set_percent(command: &mut Command, name: &str, value: Option<u8>) {
     }
 }
 
-fn spawn(mut command: Command, dir: &Path, name: &str) -> Result<Child, String> {
-    let log = File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
+fn spawn(mut command: Command, dir: &Path, name: &str) -> Result<Child, HarnessError> {
+    let log = File::create(dir.join(format!("{name}.log"))).context("creating a log file")?;
+    let err = log.try_clone().context("cloning the log file")?;
     command
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         .spawn()
-        .map_err(|e| format!("starting {name} (apt-get install pebble): {e}"))
+        .context(&format!("starting {name} (apt-get install pebble)"))
 }
 
 fn logs(dir: &Path) -> String {

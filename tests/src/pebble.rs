@@ -1,0 +1,308 @@
+//! Certificates from a real ACME CA, end to end: an edge, a Pebble that
+//! validates against that edge's HTTP and HTTPS ports (every name resolves
+//! to 127.0.0.1), and a `portico-control-plane serve` process that orders
+//! from Pebble, all on one fresh database. The harness itself is
+//! `portico_acme::test_util`, shared with the acme crate's own tests.
+//!
+//! Start-up order is forced by who needs whose address: Pebble needs the
+//! edge's ports, the control plane needs Pebble's directory (its worker
+//! creates the ACME account at start), and the edge needs a control-plane
+//! URL. So the edge token is made in the database directly, the edge
+//! follows a [`Relay`] bound up front, and the relay is pointed at the
+//! control plane once it runs (connections made before then wait).
+
+use crate::cluster::ControlPlane;
+use crate::edge::TestEdge;
+use crate::{OPERATOR_TOKEN, fresh_database};
+use anyhow::Context;
+use portico_acme::test_util::{Options, Pebble};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Which challenge the control plane answers (`PORTICO_ACME_CHALLENGE`).
+#[derive(Clone, Copy, Debug)]
+pub enum Challenge {
+    Http01,
+    TlsAlpn01,
+}
+
+impl Challenge {
+    fn setting(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "http-01",
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// An edge, Pebble and a control plane ordering from Pebble; everything
+/// stops on drop.
+pub struct IssuingCluster {
+    pub database_url: String,
+    pub pool: sqlx::PgPool,
+    pub edge: TestEdge,
+    pub pebble: Pebble,
+    pub control_plane: ControlPlane,
+    /// A tenant's API key.
+    pub key: String,
+    _relay: Relay,
+}
+
+impl IssuingCluster {
+    /// Starts it all; `extra` goes to the control plane's environment.
+    pub async fn start(challenge: Challenge, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let database_url = fresh_database().await?;
+        let pool = sqlx::PgPool::connect(&database_url).await?;
+        portico_control_plane::db::migrate(&pool).await?;
+        let token = portico_control_plane::api::edges::create_edge(&pool, "acme-1", "test")
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the edge: {e}"))?
+            .token;
+        let relay = Relay::bind().await?;
+        let dir = std::env::temp_dir().join(format!(
+            "portico-edge-acme-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let args = [
+            "--control-plane",
+            &format!("http://{}", relay.addr),
+            "--token",
+            &token,
+            "--name",
+            "acme-1",
+        ]
+        .map(String::from);
+        let edge = TestEdge::start_in(&dir, &args).await?;
+        // No nonce faults: the control plane backs a transient CA error off
+        // for a minute, which no test here should wait for.
+        let options = Options {
+            nonce_reject: Some(0),
+            ..Options::default()
+        };
+        let pebble = Pebble::start(&options, edge.http.port(), edge.https.port()).await?;
+        let ca_file = pebble.tls_root_file.display().to_string();
+        let mut env = vec![
+            ("PORTICO_ISSUER", "acme"),
+            ("PORTICO_ACME_DIRECTORY", pebble.directory_url.as_str()),
+            ("PORTICO_ACME_CA_FILE", ca_file.as_str()),
+            ("PORTICO_ACME_CHALLENGE", challenge.setting()),
+            ("PORTICO_WORKER_IN_SERVE", "true"),
+        ];
+        env.extend_from_slice(extra);
+        let control_plane = ControlPlane::start(&database_url, &env).await?;
+        relay.forward_to(control_plane.addr);
+        let key = tenant(&control_plane.base()).await?;
+        let cluster = IssuingCluster {
+            database_url,
+            pool,
+            edge,
+            pebble,
+            control_plane,
+            key,
+            _relay: relay,
+        };
+        cluster.wait_edge_current().await?;
+        Ok(cluster)
+    }
+
+    pub fn base(&self) -> String {
+        self.control_plane.base()
+    }
+
+    /// Pebble's issuing root, fetched from its management API.
+    pub async fn issuing_root(&self) -> anyhow::Result<String> {
+        Ok(self.pebble.issuing_root_pem().await?)
+    }
+
+    /// An API call with the tenant's key: (status, JSON body or Null).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base()))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Creates a domain (`on_demand` TLS as given) served by `target`;
+    /// returns the created domain.
+    pub async fn add_domain(
+        &self,
+        host: &str,
+        target: SocketAddr,
+        on_demand: bool,
+    ) -> anyhow::Result<Value> {
+        let body = json!({"hostname": host, "target": target.to_string(), "tls": {"on_demand": on_demand}});
+        let (status, domain) = self
+            .api(reqwest::Method::POST, "/v1/domains", Some(body))
+            .await?;
+        anyhow::ensure!(status == 201, "create {host}: {status} {domain}");
+        Ok(domain)
+    }
+
+    /// Marks a domain verified as the DNS check would (DNS is the
+    /// verification tests' subject), publishes it, and waits until the edge
+    /// has that version.
+    pub async fn activate(&self, host: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE domains SET status = 'active', dns_checked_at = now() WHERE hostname = $1",
+        )
+        .bind(host)
+        .execute(&self.pool)
+        .await?;
+        let mut tx = self.pool.begin().await?;
+        portico_control_plane::db::config::publish(
+            &mut tx,
+            &[portico_control_plane::db::config::ConfigKey::Host(
+                host.into(),
+            )],
+        )
+        .await?;
+        tx.commit().await?;
+        self.wait_edge_current().await
+    }
+
+    /// Waits until the edge is up and has applied the current version.
+    pub async fn wait_edge_current(&self) -> anyhow::Result<()> {
+        let url = format!("{}/v1/ops/edges", self.base());
+        eventually(30, "the edge to apply the current config", || async {
+            let ops: Value = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(OPERATOR_TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let edges = ops["edges"].as_array()?;
+            (!edges.is_empty() && edges.iter().all(|e| e["status"] == "up" && e["lag"] == 0))
+                .then_some(())
+        })
+        .await
+    }
+
+    /// How many orders were sent to the CA for `host`.
+    pub async fn orders_at_ca(&self, host: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM acme_events WHERE hostname = $1 AND kind = 'order'",
+        )
+        .bind(host)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// An HTTPS client that trusts only `root_pem`, sends `host` to the
+    /// edge and records the peer certificate of each response.
+    pub fn https_client(&self, root_pem: &str, host: &str) -> anyhow::Result<reqwest::Client> {
+        crate::edge::install_crypto();
+        Ok(reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(root_pem.as_bytes())?])
+            .tls_info(true)
+            .resolve(host, self.edge.https)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()?)
+    }
+}
+
+/// The DER of the certificate the server presented for `resp`.
+pub fn peer_certificate(resp: &reqwest::Response) -> anyhow::Result<Vec<u8>> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .context("no peer certificate recorded (tls_info)")
+}
+
+/// Polls `check` until it returns `Some`, or fails after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
+    }
+}
+
+async fn tenant(base: &str) -> anyhow::Result<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": "Acme", "plan": "enterprise"}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 201, "tenant create: {}", resp.status());
+    let body: Value = resp.json().await?;
+    Ok(body["api_key"]["key"]
+        .as_str()
+        .context("no api key")?
+        .to_string())
+}
+
+/// A TCP relay on a port bound now, forwarding to an address given later;
+/// connections accepted before then wait for it.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: watch::Sender<Option<SocketAddr>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn bind() -> anyhow::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (target, rx) = watch::channel(None);
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                tokio::spawn(relay(inbound, rx.clone()));
+            }
+        });
+        Ok(Relay {
+            addr,
+            target,
+            accept,
+        })
+    }
+
+    pub fn forward_to(&self, target: SocketAddr) {
+        self.target.send_replace(Some(target));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn relay(mut inbound: TcpStream, mut target: watch::Receiver<Option<SocketAddr>>) {
+    let Ok(addr) = target.wait_for(Option::is_some).await.map(|t| *t) else {
+        return;
+    };
+    let Some(addr) = addr else { return };
+    if let Ok(mut outbound) = TcpStream::connect(addr).await {
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    }
+}
