@@ -62,6 +62,8 @@ pub struct CertificateSettings {
     pub on_demand_wait: Duration,
     /// Concurrent orders per worker process.
     pub concurrency: usize,
+    /// How often certificates due for renewal are queued.
+    pub renew_check_every: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -274,6 +276,11 @@ fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError>
             raw.parse_or("PORTICO_ON_DEMAND_WAIT_MS", Some(8_000))?,
         ),
         concurrency: usize::try_from(positive(raw, "PORTICO_ISSUE_CONCURRENCY", 8)?).unwrap_or(8),
+        renew_check_every: Duration::from_millis(u64::from(positive(
+            raw,
+            "PORTICO_RENEW_CHECK_MS",
+            60_000,
+        )?)),
     })
 }
 

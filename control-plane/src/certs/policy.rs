@@ -77,6 +77,7 @@ mod tests {
             give_up_after: Duration::from_secs(30 * 86_400),
             on_demand_wait: Duration::from_secs(8),
             concurrency: 8,
+            renew_check_every: Duration::from_secs(60),
         }
     }
 

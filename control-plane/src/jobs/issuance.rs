@@ -45,7 +45,7 @@ pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
         listener = None;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut renewals = tokio::time::interval(Duration::from_secs(60));
+    let mut renewals = tokio::time::interval(issuance.settings.certificates.renew_check_every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
