@@ -192,3 +192,40 @@ impl TestApp {
         Ok(())
     }
 }
+
+/// Polls `check` until it returns `Some`, or fails after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
+    }
+}
+
+/// Creates an enterprise tenant through a control plane's operator API at
+/// `base`; returns its first API key.
+pub async fn tenant_key(base: &str) -> anyhow::Result<String> {
+    edge::install_crypto();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"name": "Acme", "plan": "enterprise"}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 201, "tenant create: {}", resp.status());
+    let body: Value = resp.json().await?;
+    Ok(body["api_key"]["key"]
+        .as_str()
+        .context("api key")?
+        .to_string())
+}

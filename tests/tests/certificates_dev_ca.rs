@@ -13,18 +13,6 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-async fn tenant(base: &str) -> anyhow::Result<String> {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": "Acme", "plan": "enterprise"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["api_key"]["key"].as_str().unwrap().to_string())
-}
-
 /// Creates a domain and marks it verified (DNS is the verification tests'
 /// subject), publishing the change as the verification job does.
 async fn verified(
@@ -76,7 +64,7 @@ async fn setup() -> anyhow::Result<Setup> {
     )
     .await?;
     let base = cp.base();
-    let key = tenant(&base).await?;
+    let key = portico_e2e::tenant_key(&base).await?;
     let token = register_edge(&base, "tls-1").await?;
     let dir = std::env::temp_dir().join(format!(
         "portico-edge-tls-{}",

@@ -9,29 +9,12 @@ use futures::StreamExt;
 use portico_e2e::cluster::{ControlPlane, PrivatePostgres, create_database, register_edge};
 use portico_e2e::config_stream::store_certificate;
 use portico_e2e::edge::{TestCa, TestEdge, echo_upstream, https_client};
-use portico_e2e::{OPERATOR_TOKEN, fresh_database};
+use portico_e2e::{OPERATOR_TOKEN, eventually, fresh_database};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Polls `check` until it returns `Some`, or fails after `secs` seconds.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
-    }
-}
+use std::time::Duration;
 
 /// Which upstream answered `host` through the edge's HTTP port, or `None`
 /// (not configured, or the edge is down).
@@ -60,18 +43,6 @@ async fn wait_served(edges: &[&TestEdge], host: &str, upstream: &str) -> anyhow:
         .await?;
     }
     Ok(())
-}
-
-async fn tenant(base: &str) -> anyhow::Result<String> {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": "Acme", "plan": "enterprise"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["api_key"]["key"].as_str().unwrap().to_string())
 }
 
 async fn api(
@@ -164,7 +135,7 @@ async fn two_replicas_feed_three_edges_in_order_and_edges_outlive_the_control_pl
         ControlPlane::start(&db, &[]).await?,
     ];
     let bases = [cps[0].base(), cps[1].base()];
-    let key = tenant(&bases[0]).await?;
+    let key = portico_e2e::tenant_key(&bases[0]).await?;
     let (u1, u2) = (echo_upstream("u1").await?, echo_upstream("u2").await?);
     let mut edges = Vec::new();
     for i in 0..3 {
@@ -320,7 +291,7 @@ async fn edges_serve_through_a_postgres_outage_and_resume_with_a_delta() -> anyh
     create_database(&pg.url("postgres"), "portico").await?;
     let cp =
         ControlPlane::start(&pg.url("portico"), &[("PORTICO_DB_MAX_CONNECTIONS", "5")]).await?;
-    let key = tenant(&cp.base()).await?;
+    let key = portico_e2e::tenant_key(&cp.base()).await?;
     let up = echo_upstream("up").await?;
     add(&cp.base(), &key, "before.example.com", up).await?;
     let e1 = edge(
@@ -391,7 +362,7 @@ async fn edges_serve_through_a_postgres_outage_and_resume_with_a_delta() -> anyh
 async fn a_poisoned_certificate_is_refused_by_every_edge() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let cp = ControlPlane::start(&db, &[]).await?;
-    let key = tenant(&cp.base()).await?;
+    let key = portico_e2e::tenant_key(&cp.base()).await?;
     let up = echo_upstream("up").await?;
     add(&cp.base(), &key, "good.example.com", up).await?;
     add(&cp.base(), &key, "bad.example.com", up).await?;
@@ -475,7 +446,7 @@ async fn a_poisoned_certificate_is_refused_by_every_edge() -> anyhow::Result<()>
 async fn an_edge_with_a_wrong_token_gets_nothing() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let cp = ControlPlane::start(&db, &[]).await?;
-    let key = tenant(&cp.base()).await?;
+    let key = portico_e2e::tenant_key(&cp.base()).await?;
     add(
         &cp.base(),
         &key,

@@ -13,10 +13,9 @@
 
 use anyhow::Context;
 use futures::StreamExt;
-use portico_e2e::OPERATOR_TOKEN;
 use portico_e2e::cluster::{ControlPlane, ENCRYPTION_KEYS, register_edge};
 use portico_e2e::edge::{TestCa, TestEdge};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[tokio::main]
@@ -38,18 +37,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn tenant(base: &str) -> anyhow::Result<String> {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": "Bench", "plan": "enterprise"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["api_key"]["key"].as_str().context("key")?.to_string())
-}
-
 async fn edge(base: &str, name: &str) -> anyhow::Result<TestEdge> {
     let token = register_edge(base, name).await?;
     let dir = std::env::temp_dir().join(format!(
@@ -65,7 +52,7 @@ async fn propagation(n_edges: usize, changes: usize) -> anyhow::Result<()> {
     let db = portico_e2e::fresh_database().await?;
     let cp = ControlPlane::start(&db, &[("PORTICO_DB_MAX_CONNECTIONS", "30")]).await?;
     let base = cp.base();
-    let key = tenant(&base).await?;
+    let key = portico_e2e::tenant_key(&base).await?;
     let mut edges = Vec::new();
     for i in 0..n_edges {
         edges.push(edge(&base, &format!("bench-{i}")).await?);
@@ -229,7 +216,7 @@ async fn idle(connections: usize, secs: usize) -> anyhow::Result<()> {
     let db = portico_e2e::fresh_database().await?;
     let cp = ControlPlane::start(&db, &[("PORTICO_CONFIG_KEEPALIVE_MS", "15000")]).await?;
     let base = cp.base();
-    let key = tenant(&base).await?;
+    let key = portico_e2e::tenant_key(&base).await?;
     for i in 0..100 {
         reqwest::Client::new()
             .post(format!("{base}/v1/domains"))
