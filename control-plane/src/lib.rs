@@ -21,6 +21,7 @@ pub mod app;
 pub mod certs;
 pub mod crypto;
 pub mod db;
+pub mod dev_dns;
 pub mod dns;
 pub mod domain_status;
 pub mod hostname;

@@ -3,17 +3,22 @@
 
 use anyhow::Context;
 use axum::http::{HeaderMap, Method, Uri};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use clap::{Parser, Subcommand};
+use portico_acme::DevCa;
 use portico_control_plane::api::edges::create_edge;
 use portico_control_plane::api::tenants::create_tenant;
 use portico_control_plane::app::{self, Options};
+use portico_control_plane::crypto::Keyring;
 use portico_control_plane::db;
 use portico_control_plane::db::tenants::Plan;
+use portico_control_plane::dev_dns::{DevDns, DevZone, DnsListeners};
 use portico_control_plane::infra::local::{
     ControlPlaneLink, LocalConfig, LocalProcesses, find_edge_binary,
 };
 use portico_control_plane::infra::{Addresses, Infra, Machine, MachineId, Probe, wait_until_ready};
-use portico_control_plane::settings::{LogFormat, Settings};
+use portico_control_plane::settings::{IssuerSetting, LogFormat, Settings};
 use portico_control_plane::telemetry;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -81,8 +86,9 @@ enum EdgeCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = match &cli.command {
-        Command::Dev => dev_settings()?,
+    let settings = match cli.command {
+        // Dev mode binds its DNS server before it reads the settings.
+        Command::Dev => return dev_mode().await,
         _ => Settings::from_env().map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
     };
     telemetry::init(settings.log_format);
@@ -138,25 +144,60 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(())
         }
-        Command::Dev => dev(settings).await,
+        // Returned above.
+        Command::Dev => Ok(()),
     }
 }
 
-/// Development defaults under whatever the environment sets. Without
-/// `PORTICO_OPERATOR_TOKEN`, a random one (printed with the instructions)
-/// enables the operator endpoints.
-fn dev_settings() -> anyhow::Result<Settings> {
+/// Dev mode: its DNS server's sockets (unless `PORTICO_DNS_NAMESERVERS` is
+/// set), its settings, then [`dev`].
+async fn dev_mode() -> anyhow::Result<()> {
+    let dev_dir =
+        std::env::var_os("PORTICO_DEV_DIR").map_or_else(|| PathBuf::from(DEV_DIR), PathBuf::from);
+    let dns = match env_var("PORTICO_DNS_NAMESERVERS") {
+        Some(_) => None,
+        None => Some(
+            DnsListeners::bind()
+                .await
+                .context("binding the dev DNS server on 127.0.0.1")?,
+        ),
+    };
+    let settings = dev_settings(&dev_dir, dns.as_ref().map(DnsListeners::addr))?;
+    telemetry::init(settings.log_format);
+    dev(settings, dev_dir, dns).await
+}
+
+/// Development defaults under whatever the environment sets (an empty
+/// variable counts as unset). Without `PORTICO_OPERATOR_TOKEN`, a random
+/// one (printed with the instructions) enables the operator endpoints.
+/// Certificates come from the dev CA in `<dev dir>/ca`, sealed with the key
+/// in `<dev dir>/encryption-key`; domains are verified against the dev DNS
+/// server at `dns`.
+fn dev_settings(dev_dir: &Path, dns: Option<SocketAddr>) -> anyhow::Result<Settings> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
     let operator_token = format!("dev-operator-{}", hex::encode(rand::random::<[u8; 16]>()));
+    let ca_dir = dev_dir.join("ca").display().to_string();
+    let encryption_key = match env_var("PORTICO_ENCRYPTION_KEYS") {
+        Some(_) => String::new(),
+        None => dev_encryption_key(dev_dir)?,
+    };
+    let nameserver = dns.map(|addr| addr.to_string()).unwrap_or_default();
     let defaults = [
         ("PORTICO_WORKER_IN_SERVE", "true"),
         ("PORTICO_ALLOW_LOCAL_TARGETS", "true"),
         ("PORTICO_EDGE_IPV4", "127.0.0.1"),
         ("PORTICO_DNS_TIMEOUT_MS", "1500"),
+        ("PORTICO_DNS_NAMESERVERS", nameserver.as_str()),
+        ("PORTICO_SCHEDULER_TICK_SECS", "2"),
         ("PORTICO_OPERATOR_TOKEN", operator_token.as_str()),
+        ("PORTICO_ISSUER", "dev"),
+        ("PORTICO_DEV_CA_DIR", ca_dir.as_str()),
+        ("PORTICO_ENCRYPTION_KEYS", encryption_key.as_str()),
     ];
     for (k, v) in defaults {
-        env.entry(k.to_string()).or_insert_with(|| v.to_string());
+        if env_var(k).is_none() && !v.is_empty() {
+            env.insert(k.to_string(), v.to_string());
+        }
     }
     let settings =
         Settings::from_sources(env).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
@@ -166,9 +207,52 @@ fn dev_settings() -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-/// Where dev mode keeps the edge's data dir, log and token, unless
-/// `PORTICO_DEV_DIR` says otherwise.
+/// A variable of the environment, unless unset or blank.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The `PORTICO_ENCRYPTION_KEYS` value kept in `<dev dir>/encryption-key`
+/// (mode 0600), made on the first run: `dev:<base64 of 32 random bytes>`.
+/// The same key on every run lets later runs open the certificate keys
+/// that earlier runs stored.
+fn dev_encryption_key(dev_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dev_dir.join(DEV_ENCRYPTION_KEY_FILE);
+    std::fs::create_dir_all(dev_dir).with_context(|| format!("creating {}", dev_dir.display()))?;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    let key = match created {
+        Ok(mut file) => {
+            let key = format!("dev:{}", STANDARD.encode(rand::random::<[u8; 32]>()));
+            file.write_all(format!("{key}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            key
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string(),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
+    match Keyring::parse(&key) {
+        Ok(keys) if !keys.is_empty() => Ok(key),
+        Ok(_) => anyhow::bail!("{} is empty; delete it to make a new key", path.display()),
+        Err(e) => anyhow::bail!("{}: {e}; delete it to make a new key", path.display()),
+    }
+}
+
+/// Where dev mode keeps the edge's data dir, log and token, the dev CA and
+/// the encryption key, unless `PORTICO_DEV_DIR` says otherwise.
 const DEV_DIR: &str = ".dev";
+/// The encryption key's file in the dev dir.
+const DEV_ENCRYPTION_KEY_FILE: &str = "encryption-key";
+/// The root certificate's file in the dev CA's directory (`DevCa` writes it).
+const DEV_CA_ROOT_FILE: &str = "dev-ca.pem";
 /// How long dev mode waits for the edge's `/readyz`.
 const DEV_EDGE_READY_WITHIN: Duration = Duration::from_secs(30);
 
@@ -211,16 +295,21 @@ impl DevAddresses {
     }
 }
 
-/// Dev mode: the control plane with its workers, a demo tenant, a demo
-/// upstream and one edge (a `LocalProcesses` child), until SIGINT/SIGTERM;
-/// then the edge, the upstream and the control plane stop, in that order.
-async fn dev(settings: Settings) -> anyhow::Result<()> {
+/// Dev mode: the DNS server, the control plane with its workers, a demo
+/// tenant, a demo upstream and one edge (a `LocalProcesses` child), until
+/// SIGINT/SIGTERM; then the edge, the upstream, the control plane and the
+/// DNS server stop, in that order.
+async fn dev(
+    settings: Settings,
+    dev_dir: PathBuf,
+    dns: Option<DnsListeners>,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal()?;
     let addresses = DevAddresses::from_env()?;
     addresses.check_edge_ports_free()?;
     let edge_bin = find_edge_binary()?;
-    let dev_dir =
-        std::env::var_os("PORTICO_DEV_DIR").map_or_else(|| PathBuf::from(DEV_DIR), PathBuf::from);
+    let certificates = CertificateSource::prepare(&settings)?;
+    let dns = start_dev_dns(dns, &settings)?;
     let upstream_stop = CancellationToken::new();
     let upstream = DemoUpstream::start(addresses.upstream, upstream_stop.clone()).await?;
     let operator_token = settings.operator_token.as_ref().map(|t| t.expose().clone());
@@ -254,6 +343,8 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
             edge: &edge,
             log: local.log_path(&edge.id).await?,
             upstream: upstream.addr,
+            dns: dns.as_ref().map(DevDns::addr),
+            certificates: &certificates,
         });
         watch_dev_edge(&local, &edge.id, &shutdown).await;
         anyhow::Ok(())
@@ -264,10 +355,72 @@ async fn dev(settings: Settings) -> anyhow::Result<()> {
     upstream_stop.cancel();
     let upstream = upstream.stop().await;
     let control_plane = running.stop().await;
+    let dns = match dns {
+        Some(dns) => dns.stop().await,
+        None => Ok(()),
+    };
     result?;
     edges?;
     upstream?;
-    control_plane
+    control_plane?;
+    dns
+}
+
+/// The dev DNS server on `listeners`, answering from the `domains` table
+/// through a small pool of its own (connected on the first query, so it
+/// can serve before the control plane has migrated the database).
+fn start_dev_dns(
+    listeners: Option<DnsListeners>,
+    settings: &Settings,
+) -> anyhow::Result<Option<DevDns<sqlx::PgPool>>> {
+    let Some(listeners) = listeners else {
+        return Ok(None);
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(settings.database_url.expose())
+        .context("DATABASE_URL")?;
+    let dns = DevDns::serve(listeners, DevZone::new(&settings.platform, pool));
+    tracing::info!(addr = %dns.addr(), "dev DNS server answering for every domain");
+    Ok(Some(dns))
+}
+
+/// Where the edge's certificates come from, for the HTTPS curl.
+enum CertificateSource {
+    /// The dev CA; clients trust its root, in this file.
+    DevCa { root: PathBuf },
+    /// An ACME CA.
+    Acme { directory: String },
+    /// No issuer: HTTPS handshakes fail.
+    None,
+}
+
+impl CertificateSource {
+    /// The source the settings name. The dev CA is opened (and on the first
+    /// run created) here, before the control plane's issuer opens it, so
+    /// that its root is in place for the curl from the start.
+    fn prepare(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(match &settings.certificates.issuer {
+            IssuerSetting::DevCa { dir } => {
+                let ca = DevCa::open(dir)
+                    .map_err(|e| anyhow::anyhow!("PORTICO_DEV_CA_DIR {}: {e}", dir.display()))?;
+                let root = ca.dir().join(DEV_CA_ROOT_FILE);
+                anyhow::ensure!(
+                    root.is_file(),
+                    "the dev CA has no root at {}",
+                    root.display()
+                );
+                CertificateSource::DevCa {
+                    root: std::path::absolute(&root).unwrap_or(root),
+                }
+            }
+            IssuerSetting::Acme { directory_url, .. } => CertificateSource::Acme {
+                directory: directory_url.clone(),
+            },
+            IssuerSetting::None => CertificateSource::None,
+        })
+    }
 }
 
 /// Starts the edge and waits for its `/readyz`; `None` when a signal came first.
@@ -334,16 +487,13 @@ struct DevInstructions<'a> {
     edge: &'a Machine,
     log: PathBuf,
     upstream: SocketAddr,
+    /// The dev DNS server, unless `PORTICO_DNS_NAMESERVERS` is set.
+    dns: Option<SocketAddr>,
+    certificates: &'a CertificateSource,
 }
 
 fn print_dev_instructions(i: &DevInstructions<'_>) {
     let (base, key, e, host) = (&i.base, &i.api_key, &i.edge.addresses, &i.hostname);
-    let (port, ip) = (e.http.port(), reachable(e.http).ip());
-    let ip = if ip.is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
     println!();
     println!("Portico dev is running:");
     println!("  control plane:  {base}   (API docs: {base}/v1/openapi.json)");
@@ -356,6 +506,12 @@ fn print_dev_instructions(i: &DevInstructions<'_>) {
         i.log.display()
     );
     println!("  demo upstream:  http://{}", i.upstream);
+    match i.dns {
+        Some(dns) => println!(
+            "  dev DNS:        {dns}   (answers for every domain as if its records were in place)"
+        ),
+        None => println!("  DNS:            PORTICO_DNS_NAMESERVERS (domains are verified there)"),
+    }
     println!("  demo tenant:    {}", i.tenant);
     println!("  demo API key:   {key}   (shown once)");
     println!();
@@ -374,13 +530,15 @@ fn print_dev_instructions(i: &DevInstructions<'_>) {
     );
     println!();
     println!("Then send a request through the edge (it gets the change within a second or so):");
-    println!("  curl -sS --resolve {host}:{port}:{ip} http://{host}:{port}/");
     println!(
-        "HTTPS (port {}) needs a certificate for the host; issuance arrives with the certificates issue.",
-        e.https.port()
+        "  curl -sS --resolve {host}:{}:{} http://{host}:{}/",
+        e.http.port(),
+        curl_ip(e.http),
+        e.http.port()
     );
+    print_https_instructions(i);
     println!();
-    println!("See what DNS the domain needs:");
+    println!("See the domain's status and what DNS it needs:");
     println!("  curl -sS {base}/v1/domains -H 'Authorization: Bearer {key}'");
     match i.operator_token {
         Some(op) => {
@@ -390,7 +548,56 @@ fn print_dev_instructions(i: &DevInstructions<'_>) {
         None => println!("Operator endpoints (/v1/ops/edges) need PORTICO_OPERATOR_TOKEN."),
     }
     println!();
-    println!("Press Ctrl-C to stop the edge, the upstream and the control plane.");
+    println!("Press Ctrl-C to stop the edge, the upstream, the control plane and the DNS server.");
+}
+
+/// The HTTPS curl, and how its certificate comes about.
+fn print_https_instructions(i: &DevInstructions<'_>) {
+    let (host, https) = (&i.hostname, i.edge.addresses.https);
+    let (port, ip) = (https.port(), curl_ip(https));
+    let verified = match i.dns {
+        Some(_) => {
+            "The domain is verified within a few seconds of the POST (the dev DNS answers for it)"
+        }
+        None => "The domain is verified once its DNS records are in place",
+    };
+    match i.certificates {
+        CertificateSource::DevCa { root } => {
+            println!(
+                "And over HTTPS, with a certificate from the dev CA, checked against its root:"
+            );
+            println!(
+                "  curl -sS --cacert {} --resolve {host}:{port}:{ip} https://{host}:{port}/",
+                root.display()
+            );
+            println!("{verified},");
+            println!(
+                "and its certificate is issued right after (a request in between waits for it)."
+            );
+            println!("Before it is verified the edge refuses the TLS handshake");
+            println!("(curl: \"tlsv1 alert access denied\"): retry.");
+        }
+        CertificateSource::Acme { directory } => {
+            println!("And over HTTPS, with a certificate from {directory}:");
+            println!("  curl -sS --resolve {host}:{port}:{ip} https://{host}:{port}/");
+            println!("{verified},");
+            println!(
+                "and its certificate is ordered then; the CA must reach the edge to validate it."
+            );
+            println!("Until it is issued the edge fails the TLS handshake.");
+        }
+        CertificateSource::None => {
+            println!("HTTPS (port {port}) needs a certificate issuer: PORTICO_ISSUER is `none`.")
+        }
+    }
+}
+
+/// The edge's address as curl's `--resolve` takes it.
+fn curl_ip(addr: SocketAddr) -> String {
+    match reachable(addr).ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
 }
 
 /// `shop.example.com`, or, when an earlier run's demo tenant has it (the

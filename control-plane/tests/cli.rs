@@ -1,5 +1,5 @@
 //! The real binary: `migrate`, `tenant create`, configuration errors, and
-//! `dev` printing a curl command that works.
+//! `dev` printing curls that work: HTTP and verified HTTPS through its edge.
 
 // Test code: a failed unwrap is a failed test (helpers here are not #[test] fns).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -100,6 +100,62 @@ impl Drop for Kill {
     }
 }
 
+/// A printed `curl -sS [--cacert PATH] --resolve HOST:PORT:IP URL`.
+struct PrintedCurl {
+    host: String,
+    addr: std::net::SocketAddr,
+    cacert: Option<std::path::PathBuf>,
+    url: String,
+}
+
+impl PrintedCurl {
+    fn parse(line: &str) -> Option<Self> {
+        let mut words = line.strip_prefix("curl -sS ")?.split_whitespace();
+        let (mut resolve, mut cacert, mut url) = (None, None, None);
+        while let Some(word) = words.next() {
+            match word {
+                "--resolve" => resolve = words.next(),
+                "--cacert" => cacert = words.next().map(std::path::PathBuf::from),
+                w if w.starts_with("http") => url = Some(w.to_string()),
+                _ => return None,
+            }
+        }
+        let mut parts = resolve?.splitn(3, ':');
+        let (host, port, ip) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(PrintedCurl {
+            host: host.to_string(),
+            addr: format!("{ip}:{port}").parse().ok()?,
+            cacert,
+            url: url?,
+        })
+    }
+
+    /// GETs the URL until it answers 200 (or the deadline passes); the body.
+    async fn poll_until_ok(&self, deadline: Instant) -> String {
+        let mut client = reqwest::Client::builder()
+            .resolve(&self.host, self.addr)
+            .timeout(Duration::from_secs(20));
+        if let Some(path) = &self.cacert {
+            let pem = std::fs::read(path).unwrap();
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let client = client.build().unwrap();
+        loop {
+            let last = match client.get(&self.url).send().await {
+                Ok(r) if r.status() == 200 => return r.text().await.unwrap(),
+                Ok(r) => format!("status {}", r.status()),
+                Err(e) => format!("{e:?}"),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{} never answered 200; last: {last}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await; // allow-sleep: polling with a deadline
+        }
+    }
+}
+
 #[tokio::test]
 async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
     let db = fresh_database().await;
@@ -108,11 +164,22 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
         uuid::Uuid::now_v7().simple()
     ));
     let edge_bin = std::path::Path::new(BIN).with_file_name("portico-edge");
-    let mut child = Command::new(BIN)
+    // What dev mode defaults itself: its DNS server, the dev CA in the dev
+    // dir and an encryption key there.
+    let mut command = Command::new(BIN);
+    for var in [
+        "PORTICO_CONFIG",
+        "PORTICO_DNS_NAMESERVERS",
+        "PORTICO_ISSUER",
+        "PORTICO_DEV_CA_DIR",
+        "PORTICO_ENCRYPTION_KEYS",
+    ] {
+        command.env_remove(var);
+    }
+    let mut child = command
         .arg("dev")
         .env("DATABASE_URL", &db)
         .env("PORTICO_LISTEN", "127.0.0.1:0")
-        .env("PORTICO_DNS_NAMESERVERS", "127.0.0.1:9")
         .env("PORTICO_DEV_DIR", &dir)
         .env("PORTICO_DEV_EDGE_HTTP", "127.0.0.1:0")
         .env("PORTICO_DEV_EDGE_HTTPS", "127.0.0.1:0")
@@ -134,8 +201,9 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut url, mut key, mut body, mut through) = (None, None, None, None);
-    while through.is_none() {
+    let (mut url, mut key, mut body) = (None, None, None);
+    let (mut http, mut https) = (None, None);
+    while http.is_none() || https.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("dev printed its instructions in time");
@@ -149,10 +217,29 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
         if let Some(rest) = line.strip_prefix("-d '") {
             body = rest.strip_suffix('\'').map(str::to_string);
         }
-        if let Some(rest) = line.strip_prefix("curl -sS --resolve ") {
-            through = Some(rest.to_string());
+        match PrintedCurl::parse(line) {
+            Some(c) if c.url.starts_with("https://") => https = Some(c),
+            Some(c) => http = Some(c),
+            None => {}
         }
     }
+    let (http, https) = (http.unwrap(), https.unwrap());
+    let key_file = dir.join("encryption-key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(&key_file)
+            .unwrap()
+            .starts_with("dev:")
+    );
+    assert_eq!(
+        https.cacert.as_deref(),
+        Some(dir.join("ca").join("dev-ca.pem").as_path()),
+        "the HTTPS curl trusts the dev CA's root"
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The printed POST adds the domain...
     let body: serde_json::Value = serde_json::from_str(&body.expect("a -d body")).unwrap();
@@ -164,32 +251,15 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    // ...and the printed curl through the edge reaches the demo upstream.
-    let (resolve, target) = through
-        .unwrap()
-        .split_once(' ')
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .unwrap();
-    let mut parts = resolve.splitn(3, ':');
-    let (host, port, ip) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
-    let client = reqwest::Client::builder()
-        .resolve(host, addr)
-        .build()
-        .unwrap();
-    let answer = loop {
-        if let Ok(r) = client.get(&target).send().await
-            && r.status() == 200
-        {
-            break r.text().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "the edge never served {host}");
-        tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
-    };
+    // ...the printed curl through the edge reaches the demo upstream...
+    let answer = http.poll_until_ok(deadline).await;
     assert!(answer.contains("Hello from the demo upstream"), "{answer}");
+    // ...and so does the HTTPS one, once the dev DNS has had the domain
+    // verified and the dev CA has issued its certificate.
+    let answer = https
+        .poll_until_ok(Instant::now() + Duration::from_secs(60))
+        .await;
+    assert!(answer.contains("Hello from the demo upstream"), "{answer}");
+    assert!(answer.contains("x-forwarded-proto: https"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }

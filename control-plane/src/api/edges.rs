@@ -350,16 +350,24 @@ async fn wait_for_certificate(
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.settings.certificates.on_demand_wait;
     loop {
-        if let Some(bundle) = stored_bundle(state, hostname).await? {
-            return Ok(Json(bundle).into_response());
-        }
-        if let Some(order) = db::orders::get(&state.pool, domain).await?
-            && order.status == "failed"
-        {
-            return Err(ApiError::Unavailable(format!(
-                "issuing a certificate for {hostname:?} failed: {}",
-                order.last_error.unwrap_or_default()
-            )));
+        // The order row says when to look: the bundle is read (and its key
+        // opened) once, when the order is done.
+        match db::orders::get(&state.pool, domain).await? {
+            Some(order) if order.status == "done" => {
+                return match stored_bundle(state, hostname).await? {
+                    Some(bundle) => Ok(Json(bundle).into_response()),
+                    None => Err(ApiError::Unavailable(format!(
+                        "the certificate for {hostname:?} was issued but cannot be read; see the control plane's log"
+                    ))),
+                };
+            }
+            Some(order) if order.status == "failed" => {
+                return Err(ApiError::Unavailable(format!(
+                    "issuing a certificate for {hostname:?} failed: {}",
+                    order.last_error.unwrap_or_default()
+                )));
+            }
+            _ => {}
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::Unavailable(format!(

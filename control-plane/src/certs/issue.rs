@@ -55,6 +55,7 @@ impl Issuance {
         if let Some(c) = &current
             && !renewing
             && c.not_after > Utc::now() + chrono::Duration::days(1)
+            && self.key_opens(&order.hostname).await?
         {
             // Another worker (or an earlier run of this order) got there first.
             db::orders::finish(&self.pool, order.domain_id, "done", None, None).await?;
@@ -101,6 +102,16 @@ impl Issuance {
             }
             Err(e) => self.failed(order, &registered, &e).await,
         }
+    }
+
+    /// Whether the stored key still opens (a lost encryption key means the
+    /// certificate must be issued again, not kept).
+    async fn key_opens(&self, hostname: &str) -> anyhow::Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = db::published::certificates_named(&mut conn, &[hostname.to_string()]).await?;
+        Ok(rows.into_iter().any(|row| {
+            crate::publish::frames::bundle(row, &self.settings.encryption_keys).is_some()
+        }))
     }
 
     async fn store(
