@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config_stream;
 pub mod dns_server;
 pub mod edge;
+pub mod fault_proxy;
 pub mod pebble;
 
 use anyhow::Context;

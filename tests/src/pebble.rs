@@ -13,6 +13,7 @@
 
 use crate::cluster::ControlPlane;
 use crate::edge::TestEdge;
+use crate::fault_proxy::FaultProxy;
 use crate::{OPERATOR_TOKEN, fresh_database};
 use anyhow::Context;
 use portico_acme::test_util::{Options, Pebble};
@@ -40,6 +41,31 @@ impl Challenge {
     }
 }
 
+/// How to start an [`IssuingCluster`] beyond the challenge type.
+pub struct Setup<'a> {
+    /// Added to the control plane's environment (after the ACME settings).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Pebble's options. The default turns nonce faults off: the control
+    /// plane backs a transient CA error off for a minute, which no test here
+    /// should wait for.
+    pub pebble: Options,
+    /// Put a [`FaultProxy`] between the control plane and Pebble.
+    pub fault_proxy: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            env: &[],
+            pebble: Options {
+                nonce_reject: Some(0),
+                ..Options::default()
+            },
+            fault_proxy: false,
+        }
+    }
+}
+
 /// An edge, Pebble and a control plane ordering from Pebble; everything
 /// stops on drop.
 pub struct IssuingCluster {
@@ -48,6 +74,8 @@ pub struct IssuingCluster {
     pub edge: TestEdge,
     pub pebble: Pebble,
     pub control_plane: ControlPlane,
+    /// Between the control plane and Pebble, when [`Setup::fault_proxy`].
+    pub fault_proxy: Option<FaultProxy>,
     /// A tenant's API key.
     pub key: String,
     _relay: Relay,
@@ -56,6 +84,15 @@ pub struct IssuingCluster {
 impl IssuingCluster {
     /// Starts it all; `extra` goes to the control plane's environment.
     pub async fn start(challenge: Challenge, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let setup = Setup {
+            env: extra,
+            ..Setup::default()
+        };
+        Self::start_with(challenge, setup).await
+    }
+
+    /// Starts it all as `setup` says.
+    pub async fn start_with(challenge: Challenge, setup: Setup<'_>) -> anyhow::Result<Self> {
         let database_url = fresh_database().await?;
         let pool = sqlx::PgPool::connect(&database_url).await?;
         portico_control_plane::db::migrate(&pool).await?;
@@ -79,22 +116,24 @@ impl IssuingCluster {
         ]
         .map(String::from);
         let edge = TestEdge::start_in(&dir, &args).await?;
-        // No nonce faults: the control plane backs a transient CA error off
-        // for a minute, which no test here should wait for.
-        let options = Options {
-            nonce_reject: Some(0),
-            ..Options::default()
+        let pebble = Pebble::start(&setup.pebble, edge.http.port(), edge.https.port()).await?;
+        let fault_proxy = match setup.fault_proxy {
+            true => Some(FaultProxy::start(&pebble.directory_url, &pebble.tls_root_pem).await?),
+            false => None,
         };
-        let pebble = Pebble::start(&options, edge.http.port(), edge.https.port()).await?;
-        let ca_file = pebble.tls_root_file.display().to_string();
+        let (directory, ca_file) = match &fault_proxy {
+            Some(proxy) => (proxy.directory_url.clone(), proxy.ca_file.clone()),
+            None => (pebble.directory_url.clone(), pebble.tls_root_file.clone()),
+        };
+        let ca_file = ca_file.display().to_string();
         let mut env = vec![
             ("PORTICO_ISSUER", "acme"),
-            ("PORTICO_ACME_DIRECTORY", pebble.directory_url.as_str()),
+            ("PORTICO_ACME_DIRECTORY", directory.as_str()),
             ("PORTICO_ACME_CA_FILE", ca_file.as_str()),
             ("PORTICO_ACME_CHALLENGE", challenge.setting()),
             ("PORTICO_WORKER_IN_SERVE", "true"),
         ];
-        env.extend_from_slice(extra);
+        env.extend_from_slice(setup.env);
         let control_plane = ControlPlane::start(&database_url, &env).await?;
         relay.forward_to(control_plane.addr);
         let key = tenant(&control_plane.base()).await?;
@@ -104,6 +143,7 @@ impl IssuingCluster {
             edge,
             pebble,
             control_plane,
+            fault_proxy,
             key,
             _relay: relay,
         };

@@ -38,6 +38,10 @@ pub struct Options {
     /// External account binding keys (key id, base64url HMAC key); when
     /// set, Pebble requires a binding for new accounts.
     pub eab_keys: Vec<(String, String)>,
+    /// `certificateValidityPeriod`: how long the certificates Pebble issues
+    /// are valid, in whole seconds; `None` keeps Pebble's default (5 years).
+    /// Short lifetimes let a test see a real renewal come due.
+    pub certificate_validity: Option<Duration>,
 }
 
 /// A running Pebble; dropping it kills both processes.
@@ -154,7 +158,7 @@ fn config_json(
     http_port: u16,
     tls_port: u16,
 ) -> String {
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -167,8 +171,11 @@ fn config_json(
             "externalAccountMACKeys": options.eab_keys.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
             "domainBlocklist": options.blocklist,
         }
-    })
-    .to_string()
+    });
+    if let Some(validity) = options.certificate_validity {
+        config["pebble"]["certificateValidityPeriod"] = validity.as_secs().max(1).into();
+    }
+    config.to_string()
 }
 
 /// Pebble's HTTPS certificate: a throwaway root signing a leaf for
