@@ -64,6 +64,8 @@ pub struct CertificateSettings {
     pub concurrency: usize,
     /// How often certificates due for renewal are queued.
     pub renew_check_every: Duration,
+    /// Orders one tenant may cause on demand per hour (0 = unlimited).
+    pub on_demand_per_tenant_hour: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -281,6 +283,7 @@ fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError>
             "PORTICO_RENEW_CHECK_MS",
             60_000,
         )?)),
+        on_demand_per_tenant_hour: raw.parse_or("PORTICO_ON_DEMAND_PER_TENANT_HOUR", Some(100))?,
     })
 }
 

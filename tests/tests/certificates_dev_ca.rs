@@ -8,7 +8,7 @@ use futures::StreamExt;
 use portico_control_plane::db::config::{ConfigKey, publish};
 use portico_e2e::cluster::{ControlPlane, register_edge};
 use portico_e2e::edge::{TestEdge, echo_upstream, tls_connect};
-use portico_e2e::{OPERATOR_TOKEN, fresh_database};
+use portico_e2e::{OPERATOR_TOKEN, eventually, fresh_database};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,19 +50,21 @@ struct Setup {
 }
 
 async fn setup() -> anyhow::Result<Setup> {
+    setup_with(&[]).await
+}
+
+async fn setup_with(extra: &[(&str, &str)]) -> anyhow::Result<Setup> {
     let db = fresh_database().await?;
     let ca_dir =
         std::env::temp_dir().join(format!("portico-dev-ca-{}", uuid::Uuid::now_v7().simple()));
     let ca_dir_s = ca_dir.display().to_string();
-    let cp = ControlPlane::start(
-        &db,
-        &[
-            ("PORTICO_ISSUER", "dev"),
-            ("PORTICO_DEV_CA_DIR", &ca_dir_s),
-            ("PORTICO_WORKER_IN_SERVE", "true"),
-        ],
-    )
-    .await?;
+    let mut env = vec![
+        ("PORTICO_ISSUER", "dev"),
+        ("PORTICO_DEV_CA_DIR", ca_dir_s.as_str()),
+        ("PORTICO_WORKER_IN_SERVE", "true"),
+    ];
+    env.extend_from_slice(extra);
+    let cp = ControlPlane::start(&db, &env).await?;
     let base = cp.base();
     let key = portico_e2e::tenant_key(&base).await?;
     let token = register_edge(&base, "tls-1").await?;
@@ -291,5 +293,33 @@ async fn a_host_that_is_not_verified_is_refused_fast() -> anyhow::Result<()> {
             .is_err()
     );
     assert_eq!(orders(&s.pool, "pending.example.com").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_on_demand_quota_is_refused_without_an_order() -> anyhow::Result<()> {
+    let s = setup_with(&[("PORTICO_ON_DEMAND_PER_TENANT_HOUR", "1")]).await?;
+    for host in ["one.example.com", "two.example.com"] {
+        verified(&s.pool, &s.base, &s.key, host, s.up).await?;
+    }
+    eventually(20, "the edge to get both hosts", || async {
+        (s.edge.metric("portico_edge_hosts").await.ok()? >= 2.0).then_some(())
+    })
+    .await?;
+    let get = |host: &'static str| {
+        let url = format!("https://{host}:{}/", s.edge.https.port());
+        let c = client(&s, host);
+        async move { c?.get(&url).send().await.map_err(anyhow::Error::from) }
+    };
+    let first = eventually(20, "the first host's certificate", || async {
+        get("one.example.com").await.ok()
+    })
+    .await?;
+    assert_eq!(first.status(), 200);
+    assert!(
+        get("two.example.com").await.is_err(),
+        "over the quota: the handshake fails"
+    );
+    assert_eq!(orders(&s.pool, "two.example.com").await?, 0);
     Ok(())
 }

@@ -319,6 +319,15 @@ pub async fn request_certificate(
             return Err(refuse());
         }
     }
+    let quota = state.settings.certificates.on_demand_per_tenant_hour;
+    if quota > 0
+        && db::orders::tenant_orders_last_hour(&state.pool, domain.tenant_id).await? >= quota
+    {
+        tracing::warn!(host = %hostname, quota, "on-demand issuance refused: the tenant's hourly quota is used up");
+        return Err(ApiError::Forbidden(format!(
+            "{hostname:?}: this account may cause {quota} certificate orders per hour on demand and has used them all"
+        )));
+    }
     let mut tx = state.pool.begin().await?;
     db::orders::request(&mut tx, domain.id, "on_demand").await?;
     tx.commit().await?;

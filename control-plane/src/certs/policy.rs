@@ -78,6 +78,7 @@ mod tests {
             on_demand_wait: Duration::from_secs(8),
             concurrency: 8,
             renew_check_every: Duration::from_secs(60),
+            on_demand_per_tenant_hour: 100,
         }
     }
 

@@ -261,3 +261,14 @@ pub async fn overview(
     .await?;
     Ok((orders, directories))
 }
+
+/// Orders placed in the last hour for a tenant's domains.
+pub async fn tenant_orders_last_hour(db: &sqlx::PgPool, tenant: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM acme_events e JOIN domains d ON d.hostname = e.hostname
+           WHERE d.tenant_id = $1 AND e.kind = 'order' AND e.created_at > now() - interval '1 hour'"#,
+        tenant
+    )
+    .fetch_one(db)
+    .await
+}
