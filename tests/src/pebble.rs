@@ -13,14 +13,14 @@
 
 use crate::cluster::ControlPlane;
 use crate::edge::TestEdge;
+pub use crate::eventually;
 use crate::fault_proxy::FaultProxy;
 use crate::{OPERATOR_TOKEN, fresh_database};
 use anyhow::Context;
 use portico_acme::test_util::{Options, Pebble};
 use serde_json::{Value, json};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -136,7 +136,7 @@ impl IssuingCluster {
         env.extend_from_slice(setup.env);
         let control_plane = ControlPlane::start(&database_url, &env).await?;
         relay.forward_to(control_plane.addr);
-        let key = tenant(&control_plane.base()).await?;
+        let key = crate::tenant_key(&control_plane.base()).await?;
         let cluster = IssuingCluster {
             database_url,
             pool,
@@ -268,37 +268,6 @@ pub fn peer_certificate(resp: &reqwest::Response) -> anyhow::Result<Vec<u8>> {
         .and_then(|info| info.peer_certificate())
         .map(<[u8]>::to_vec)
         .context("no peer certificate recorded (tls_info)")
-}
-
-/// Polls `check` until it returns `Some`, or fails after `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
-    }
-}
-
-async fn tenant(base: &str) -> anyhow::Result<String> {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": "Acme", "plan": "enterprise"}))
-        .send()
-        .await?;
-    anyhow::ensure!(resp.status() == 201, "tenant create: {}", resp.status());
-    let body: Value = resp.json().await?;
-    Ok(body["api_key"]["key"]
-        .as_str()
-        .context("no api key")?
-        .to_string())
 }
 
 /// A TCP relay on a port bound now, forwarding to an address given later;

@@ -98,7 +98,7 @@ impl EdgePublisher {
                     tracing::warn!(error = %e, "cannot read edge acknowledgements");
                     return;
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await, // allow-sleep: polling with a deadline
             }
         }
     }

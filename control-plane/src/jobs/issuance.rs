@@ -52,7 +52,8 @@ pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = renewals.tick() => queue_renewals(&issuance).await,
             n = async { match listener.as_mut() { Some(l) => l.try_recv().await.ok().flatten(), None => std::future::pending().await } } => {
-                if n.is_none() { tokio::time::sleep(Duration::from_millis(100)).await; }
+                // The LISTEN connection dropped; sqlx reconnects on the next call.
+                if n.is_none() { tokio::time::sleep(Duration::from_millis(100)).await; } // allow-sleep: pause before reconnecting
             }
         }
         claim_and_run(&issuance, &slots).await;

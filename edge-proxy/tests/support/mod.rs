@@ -250,6 +250,6 @@ pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> 
             return Ok(found);
         }
         anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await; // polling with a deadline
+        tokio::time::sleep(Duration::from_millis(5)).await; // allow-sleep: polling with a deadline
     }
 }
