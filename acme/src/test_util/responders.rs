@@ -1,4 +1,5 @@
-//! What an edge does for ACME, in miniature: an HTTP-01 responder (axum) and
+//! What an edge does for ACME, in miniature: an HTTP-01 responder (a few
+//! lines of HTTP/1.1 over tokio: this crate has no HTTP server) and
 //! a TLS-ALPN-01 responder (tokio-rustls, ALPN `acme-tls/1`) serving whatever
 //! a [`TestPublisher`] published, on ports the test hands to Pebble.
 
@@ -7,15 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -64,12 +61,7 @@ impl Responders {
         let http_port = http.local_addr().context("its address")?.port();
         let tls_port = tls.local_addr().context("its address")?.port();
         let acceptor = tls_alpn_acceptor(answers.clone())?;
-        let router = Router::new()
-            .route("/.well-known/acme-challenge/{token}", get(http01))
-            .with_state(answers.clone());
-        let http_task = tokio::spawn(async move {
-            let _ = axum::serve(http, router).await;
-        });
+        let http_task = tokio::spawn(serve_http01(http, answers.clone()));
         let tls_task = tokio::spawn(serve_tls_alpn(tls, acceptor));
         Ok(Responders {
             answers,
@@ -80,11 +72,36 @@ impl Responders {
     }
 }
 
-async fn http01(State(answers): State<Answers>, Path(token): Path<String>) -> (StatusCode, String) {
-    let found = lock(&answers.http).get(&token).cloned();
-    match found {
-        Some(key_authorization) => (StatusCode::OK, key_authorization),
-        None => (StatusCode::NOT_FOUND, String::new()),
+/// Answers `GET /.well-known/acme-challenge/{token}` with the key
+/// authorization (200) or 404; one request per connection.
+async fn serve_http01(listener: TcpListener, answers: Answers) {
+    while let Ok((mut conn, _)) = listener.accept().await {
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head);
+            let path = text.split_whitespace().nth(1).unwrap_or("");
+            let found = path
+                .strip_prefix("/.well-known/acme-challenge/")
+                .and_then(|token| lock(&answers.http).get(token).cloned());
+            let (status, body) = match found {
+                Some(key_authorization) => ("200 OK", key_authorization),
+                None => ("404 Not Found", String::new()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
     }
 }
 
