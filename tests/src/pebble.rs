@@ -315,3 +315,23 @@ async fn relay(mut inbound: TcpStream, mut target: watch::Receiver<Option<Socket
         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
     }
 }
+
+/// The stored chain of `host`'s certificate, if there is one.
+pub async fn stored_chain(c: &IssuingCluster, host: &str) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.chain_pem FROM certificates c JOIN domains d ON d.id = c.domain_id
+         WHERE d.hostname = $1",
+    )
+    .bind(host)
+    .fetch_optional(&c.pool)
+    .await?)
+}
+
+/// The leaf of a PEM chain, in DER.
+pub fn leaf_der(chain_pem: &str) -> anyhow::Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty chain"))??;
+    Ok(leaf.to_vec())
+}

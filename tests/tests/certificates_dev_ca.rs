@@ -210,14 +210,10 @@ async fn twenty_concurrent_first_handshakes_make_one_order_and_unknown_hosts_non
     let host = "burst.example.com";
     verified(&s.pool, &s.base, &s.key, host, s.up).await?;
     // Wait until the edge knows the host may get a certificate on demand.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while s.edge.metric("portico_edge_hosts").await? < 1.0 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the edge never got the host"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // allow-sleep: polling with a deadline
-    }
+    eventually(20, "the edge to get the host", || async {
+        (s.edge.metric("portico_edge_hosts").await.ok()? >= 1.0).then_some(())
+    })
+    .await?;
     let url = format!("https://{host}:{}/", s.edge.https.port());
     let results = futures::stream::iter(0..20)
         .map(|_| {
@@ -276,14 +272,10 @@ async fn a_host_that_is_not_verified_is_refused_fast() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(resp.status(), 201);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while s.edge.metric("portico_edge_hosts").await? < 1.0 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the edge never got the host"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // allow-sleep: polling with a deadline
-    }
+    eventually(20, "the edge to get the host", || async {
+        (s.edge.metric("portico_edge_hosts").await.ok()? >= 1.0).then_some(())
+    })
+    .await?;
     let url = format!("https://pending.example.com:{}/", s.edge.https.port());
     assert!(
         client(&s, "pending.example.com")?

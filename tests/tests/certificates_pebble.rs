@@ -10,30 +10,11 @@ use futures::StreamExt;
 use portico_acme::test_util::verify_chain;
 use portico_e2e::dns_server::{TestDns, TestRecord};
 use portico_e2e::edge::{echo_upstream, tls_connect};
-use portico_e2e::pebble::{Challenge, IssuingCluster, eventually, peer_certificate};
+use portico_e2e::pebble::{
+    Challenge, IssuingCluster, eventually, leaf_der, peer_certificate, stored_chain,
+};
 use reqwest::Method;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
-
-/// The stored chain of `host`'s certificate, if there is one.
-async fn stored_chain(c: &IssuingCluster, host: &str) -> anyhow::Result<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT c.chain_pem FROM certificates c JOIN domains d ON d.id = c.domain_id
-         WHERE d.hostname = $1",
-    )
-    .bind(host)
-    .fetch_optional(&c.pool)
-    .await?)
-}
-
-/// The leaf of a PEM chain, in DER.
-fn leaf_der(chain_pem: &str) -> anyhow::Result<Vec<u8>> {
-    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("empty chain"))??;
-    Ok(leaf.to_vec())
-}
 
 async fn event_types(c: &IssuingCluster) -> anyhow::Result<Vec<String>> {
     let (status, page) = c.api(Method::GET, "/v1/events?limit=200", None).await?;

@@ -9,14 +9,16 @@
 //!
 //! What is real and what is shortened is said in each test.
 
+use anyhow::Context;
 use portico_acme::test_util::{Options, verify_chain};
 use portico_control_plane::crypto::Keyring;
 use portico_e2e::cluster::ENCRYPTION_KEYS;
 use portico_e2e::edge::echo_upstream;
 use portico_e2e::fault_proxy::Fault;
-use portico_e2e::pebble::{Challenge, IssuingCluster, Setup, eventually, peer_certificate};
+use portico_e2e::pebble::{
+    Challenge, IssuingCluster, Setup, eventually, leaf_der, peer_certificate, stored_chain,
+};
 use reqwest::Method;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -85,7 +87,9 @@ async fn a_short_lived_certificate_is_renewed_with_no_failed_request_during_the_
     let renewed: Vec<_> = served.iter().filter(|der| **der != original).collect();
     assert_eq!(renewed.len(), 1, "exactly one successor was served");
     assert_ne!(serial(renewed[0])?, serial(&original)?);
-    let chain = stored_chain(&c, host).await?;
+    let chain = stored_chain(&c, host)
+        .await?
+        .context("a stored certificate")?;
     verify_chain(&chain, &root, host)?;
     assert_eq!(
         &leaf_der(&chain)?,
@@ -256,7 +260,13 @@ async fn ca_faults_during_a_window_are_recovered_from_with_bounded_orders() -> a
     let root = c.issuing_root().await?;
     let mut total_orders = 0;
     for host in &hosts {
-        verify_chain(&stored_chain(&c, host).await?, &root, host)?;
+        verify_chain(
+            &stored_chain(&c, host)
+                .await?
+                .context("a stored certificate")?,
+            &root,
+            host,
+        )?;
         let errors: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM acme_events WHERE hostname = $1 AND kind = 'error'",
         )
@@ -469,25 +479,6 @@ async fn dump(pool: &sqlx::PgPool) -> anyhow::Result<String> {
         }
     }
     Ok(text)
-}
-
-/// The stored chain of `host`'s certificate.
-async fn stored_chain(c: &IssuingCluster, host: &str) -> anyhow::Result<String> {
-    Ok(sqlx::query_scalar(
-        "SELECT c.chain_pem FROM certificates c JOIN domains d ON d.id = c.domain_id
-         WHERE d.hostname = $1",
-    )
-    .bind(host)
-    .fetch_one(&c.pool)
-    .await?)
-}
-
-/// The leaf of a PEM chain, in DER.
-fn leaf_der(chain_pem: &str) -> anyhow::Result<Vec<u8>> {
-    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("empty chain"))??;
-    Ok(leaf.to_vec())
 }
 
 fn serial(der: &[u8]) -> anyhow::Result<String> {
