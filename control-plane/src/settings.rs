@@ -66,6 +66,10 @@ pub struct CertificateSettings {
     pub renew_check_every: Duration,
     /// Orders one tenant may cause on demand per hour (0 = unlimited).
     pub on_demand_per_tenant_hour: i64,
+    /// The longest wait for every edge that is up to acknowledge a
+    /// challenge answer before the CA is told to validate (lagging edges
+    /// fetch the answer from the control plane).
+    pub challenge_ack_wait: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -284,6 +288,9 @@ fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError>
             60_000,
         )?)),
         on_demand_per_tenant_hour: raw.parse_or("PORTICO_ON_DEMAND_PER_TENANT_HOUR", Some(100))?,
+        challenge_ack_wait: Duration::from_millis(
+            raw.parse_or("PORTICO_CHALLENGE_ACK_WAIT_MS", Some(10_000))?,
+        ),
     })
 }
 

@@ -231,6 +231,17 @@ impl EdgeConfig {
             (None, None) => None,
         }
     }
+
+    /// Where challenge answers the table lacks are fetched from: the
+    /// control plane (with the token); nowhere for a standalone edge.
+    pub fn challenge_source(&self) -> Option<(String, Token)> {
+        self.control_plane.as_ref().map(|cp| {
+            (
+                format!("{}/internal/v1/edge/challenges", cp.url),
+                cp.token.clone(),
+            )
+        })
+    }
 }
 
 /// Validates the control plane settings; `None` when no control plane is set.

@@ -20,6 +20,7 @@
 //! re-reads the snapshot file on SIGHUP.
 
 pub mod admin;
+pub mod challenge_fetch;
 pub mod client;
 pub mod config;
 pub mod metrics;

@@ -6,6 +6,7 @@ use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::listening::Service;
 use portico_edge::admin::Admin;
+use portico_edge::challenge_fetch::ChallengeFetch;
 use portico_edge::client::{ClientSettings, ConfigClient};
 use portico_edge::config::{Cli, EdgeConfig};
 use portico_edge::metrics::Metrics;
@@ -56,6 +57,14 @@ fn run() -> anyhow::Result<()> {
         None => None,
     };
     let on_demand = Arc::new(OnDemand::new(source, wait));
+    let challenge_source: Option<Arc<dyn CertificateSource>> = match config.challenge_source() {
+        Some((url, token)) => Some(Arc::new(
+            HttpSource::new(&url, Duration::from_secs(5), Some(token), &outbound_tls)?
+                .with_challenges(&url)?,
+        )),
+        None => None,
+    };
+    let challenges = Arc::new(ChallengeFetch::new(challenge_source));
 
     let mut server = Server::new_with_opt_and_conf(
         Opt {
@@ -68,6 +77,7 @@ fn run() -> anyhow::Result<()> {
 
     let proxy = EdgeProxy {
         edge: edge.clone(),
+        challenges: challenges.clone(),
         upstreams: Upstreams::default(),
         connect_timeout: config.upstream_connect_timeout,
         read_timeout: config.upstream_read_timeout,
@@ -81,6 +91,7 @@ fn run() -> anyhow::Result<()> {
     service.endpoints().set_pre_tls_callback(Arc::new(Gate {
         edge: edge.clone(),
         on_demand,
+        challenges,
     }));
 
     let mut admin = Service::new("admin".to_string(), Admin { edge: edge.clone() });

@@ -12,6 +12,9 @@ pub struct Metrics {
     pub handshakes: IntCounterVec,
     /// On-demand certificate waits by outcome (`issued`, `refused`, `error`, `timeout`, `shared`).
     pub on_demand: IntCounterVec,
+    /// Challenge answers asked of the control plane by outcome (`found`,
+    /// `missing`, `cached`, `cached_miss`, `limited`, `no_source`).
+    pub challenge_fetches: IntCounterVec,
     pub snapshot_version: IntGauge,
     pub snapshot_loaded_unix: IntGauge,
     pub hosts: IntGauge,
@@ -66,6 +69,11 @@ impl Metrics {
             on_demand: counter_vec(
                 "on_demand_total",
                 "On-demand certificate waits by outcome",
+                &["outcome"],
+            )?,
+            challenge_fetches: counter_vec(
+                "challenge_fetches_total",
+                "Challenge answers the table lacked, asked of the control plane, by outcome",
                 &["outcome"],
             )?,
             snapshot_version: gauge("snapshot_version", "Config version of the routing table")?,

@@ -2,6 +2,7 @@
 //! decisions live in [`crate::routing`], target choice in
 //! [`crate::upstream`], pages in [`crate::pages`].
 
+use crate::challenge_fetch::ChallengeFetch;
 use crate::routing::{self, Decision, RequestFacts};
 use crate::state::Edge;
 use crate::table::Route;
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 pub struct EdgeProxy {
     pub edge: Arc<Edge>,
+    /// Challenge answers the table lacks, from the control plane.
+    pub challenges: Arc<ChallengeFetch>,
     pub upstreams: Upstreams,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -102,6 +105,23 @@ impl ProxyHttp for EdgeProxy {
                 body,
             } => {
                 respond(session, status, content_type, body).await?;
+                Ok(true)
+            }
+            Decision::FetchChallenge(token) => {
+                match self.challenges.http01(&self.edge, &token).await {
+                    Some(key_auth) => {
+                        respond(session, 200, "text/plain", key_auth.to_string()).await?;
+                    }
+                    None => {
+                        respond(
+                            session,
+                            404,
+                            "text/plain",
+                            "unknown challenge token\n".into(),
+                        )
+                        .await?;
+                    }
+                }
                 Ok(true)
             }
         }

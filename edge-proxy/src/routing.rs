@@ -32,6 +32,9 @@ pub enum Decision {
     Redirect(String),
     /// Proxy to the route's targets. `wildcard` tells how the host matched.
     Proxy { route: Arc<Route>, wildcard: bool },
+    /// A well-formed HTTP-01 token the table lacks: ask the control plane
+    /// (the config stream may lag), 404 if it has none either.
+    FetchChallenge(String),
 }
 
 pub fn decide(table: &RoutingTable, req: &RequestFacts<'_>) -> Decision {
@@ -40,7 +43,8 @@ pub fn decide(table: &RoutingTable, req: &RequestFacts<'_>) -> Decision {
     {
         return match table.http01(token) {
             Some(key_auth) => respond(200, "text/plain", key_auth.to_string()),
-            None => respond(404, "text/plain", "unknown challenge token\n".into()),
+            None if crate::table::valid_token(token) => Decision::FetchChallenge(token.to_owned()),
+            None => unknown_challenge(),
         };
     }
     if let Some(sni) = req.sni
@@ -90,6 +94,11 @@ fn redirect(route: &Route, req: &RequestFacts<'_>) -> Option<String> {
         }
     }
     changed.then(|| format!("{scheme}://{host}{}", req.path_and_query))
+}
+
+/// The answer to a token nobody knows.
+fn unknown_challenge() -> Decision {
+    respond(404, "text/plain", "unknown challenge token\n".into())
 }
 
 fn respond(status: u16, content_type: &'static str, body: String) -> Decision {
@@ -160,6 +169,7 @@ mod tests {
             Decision::Respond { status, .. } => *status,
             Decision::Redirect(_) => 308,
             Decision::Proxy { .. } => 0,
+            Decision::FetchChallenge(_) => 1,
         }
     }
 
@@ -183,8 +193,9 @@ mod tests {
                 body: "tok.key".into()
             }
         );
+        // A token the table lacks is asked for; a malformed one is not.
         assert_eq!(
-            status(&decide(
+            decide(
                 &t,
                 &facts(
                     "x.example.com",
@@ -192,9 +203,17 @@ mod tests {
                     false,
                     None
                 )
-            )),
-            404
+            ),
+            Decision::FetchChallenge("nope".into())
         );
+        for path in ["nope?x=1", "a/b", "", "%2e%2e"] {
+            let path = format!("/.well-known/acme-challenge/{path}");
+            assert_eq!(
+                status(&decide(&t, &facts("x.example.com", &path, false, None))),
+                404,
+                "{path}"
+            );
+        }
         // Over TLS the path is an ordinary request.
         assert_eq!(
             status(&decide(

@@ -8,7 +8,7 @@
 
 use crate::config::Token;
 use async_trait::async_trait;
-use portico_protocol::{CertificateBundle, CertificateRequest};
+use portico_protocol::{CertificateBundle, CertificateRequest, ChallengeAnswer, ChallengeId};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,10 +22,18 @@ pub enum SourceError {
 #[async_trait]
 pub trait CertificateSource: Send + Sync {
     async fn request(&self, hostname: &str) -> Result<CertificateBundle, SourceError>;
+
+    /// One ACME challenge answer the edge's table lacks (its config stream
+    /// lags); `Ok(None)` when the source has none, or cannot tell.
+    async fn challenge(&self, _id: &ChallengeId) -> Result<Option<ChallengeAnswer>, SourceError> {
+        Ok(None)
+    }
 }
 
 pub struct HttpSource {
     url: String,
+    /// `…/internal/v1/edge/challenges`; `None`: challenges are not fetched.
+    challenges: Option<reqwest::Url>,
     token: Option<Token>,
     client: reqwest::Client,
 }
@@ -41,9 +49,34 @@ impl HttpSource {
         let client = crate::outbound::builder(tls).timeout(timeout).build()?;
         Ok(HttpSource {
             url: url.to_string(),
+            challenges: None,
             token,
             client,
         })
+    }
+
+    /// Also fetch challenge answers, from `{base}/{http-01|tls-alpn-01}/{key}`.
+    pub fn with_challenges(mut self, base: &str) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(base)?;
+        anyhow::ensure!(!url.cannot_be_a_base(), "{base} cannot be a base URL");
+        self.challenges = Some(url);
+        Ok(self)
+    }
+
+    fn challenge_url(&self, id: &ChallengeId) -> Option<reqwest::Url> {
+        let (kind, key) = match id {
+            ChallengeId::Http01 { token } => ("http-01", token.as_str()),
+            ChallengeId::TlsAlpn01 { hostname } => ("tls-alpn-01", hostname.as_str()),
+            ChallengeId::Unknown => return None,
+        };
+        let mut url = self.challenges.clone()?;
+        // Segments are percent-encoded: a key cannot leave its path segment.
+        url.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .push(kind)
+            .push(key);
+        Some(url)
     }
 }
 
@@ -69,6 +102,31 @@ impl CertificateSource for HttpSource {
             other => Err(SourceError::Failed(failure(other, hostname))),
         }
     }
+
+    async fn challenge(&self, id: &ChallengeId) -> Result<Option<ChallengeAnswer>, SourceError> {
+        let Some(url) = self.challenge_url(id) else {
+            return Ok(None);
+        };
+        let mut request = self.client.get(url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| SourceError::Failed(crate::outbound::describe(&e)))?;
+        match resp.status().as_u16() {
+            200 => resp
+                .json()
+                .await
+                .map(Some)
+                .map_err(|e| SourceError::Failed(format!("bad challenge answer: {e}"))),
+            404 => Ok(None),
+            other => Err(SourceError::Failed(format!(
+                "status {other} fetching challenge {id:?}"
+            ))),
+        }
+    }
 }
 
 /// What a non-bundle, non-refusal status means, in words.
@@ -85,7 +143,40 @@ fn failure(status: u16, hostname: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::failure;
+    use super::{HttpSource, failure};
+    use portico_protocol::ChallengeId;
+
+    #[test]
+    fn challenge_keys_stay_in_their_path_segment() {
+        let tls = crate::outbound::tls_config(&crate::outbound::Trust::for_urls(
+            ["http://127.0.0.1:1"],
+            None,
+        ))
+        .unwrap();
+        let source = HttpSource::new(
+            "http://127.0.0.1:1/c",
+            std::time::Duration::from_secs(1),
+            None,
+            &tls,
+        )
+        .unwrap()
+        .with_challenges("http://127.0.0.1:1/internal/v1/edge/challenges/")
+        .unwrap();
+        let url = |id| source.challenge_url(&id).unwrap().to_string();
+        assert_eq!(
+            url(ChallengeId::Http01 {
+                token: "abc_-1".into()
+            }),
+            "http://127.0.0.1:1/internal/v1/edge/challenges/http-01/abc_-1"
+        );
+        assert_eq!(
+            url(ChallengeId::TlsAlpn01 {
+                hostname: "../../x?y#z".into()
+            }),
+            "http://127.0.0.1:1/internal/v1/edge/challenges/tls-alpn-01/..%2F..%2Fx%3Fy%23z"
+        );
+        assert!(source.challenge_url(&ChallengeId::Unknown).is_none());
+    }
 
     #[test]
     fn failures_say_what_went_wrong() {

@@ -48,6 +48,22 @@ use certs::Parsed;
 pub use error::TableError;
 pub use names::Target;
 
+/// Whether `token` may be an ACME HTTP-01 token (base64url, 1–256 chars).
+pub fn valid_token(token: &str) -> bool {
+    names::check_token(token).is_ok()
+}
+
+/// Whether `key_authorization` may be served as an HTTP-01 answer.
+pub fn valid_key_authorization(key_authorization: &str) -> bool {
+    !key_authorization.is_empty() && key_authorization.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Parses a TLS-ALPN-01 challenge certificate and its key, as the table
+/// does for the ones it is sent.
+pub fn challenge_key(certificate_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    certs::parse_certified_key(certificate_pem, key_pem, certs::Check::Challenge)
+}
+
 /// One config version, ready for lookups. Cheap to share behind an `Arc`.
 #[derive(Clone, Default)]
 pub struct RoutingTable {

@@ -6,6 +6,7 @@
 //! one through [`crate::on_demand::OnDemand`]. It never asks anything for a
 //! host it already has a certificate for, nor for unknown hosts.
 
+use crate::challenge_fetch::ChallengeFetch;
 use crate::on_demand::OnDemand;
 use crate::state::Edge;
 use crate::table::HostKnowledge;
@@ -65,6 +66,8 @@ impl TlsAccept for HandshakeCallbacks {
 pub struct Gate {
     pub edge: Arc<Edge>,
     pub on_demand: Arc<OnDemand>,
+    /// TLS-ALPN-01 answers the table lacks, from the control plane.
+    pub challenges: Arc<ChallengeFetch>,
 }
 
 /// What the peek found.
@@ -90,7 +93,7 @@ impl pingora::listeners::PreTlsProcess for Gate {
                     .handshakes
                     .with_label_values(&["acme_tls_alpn"])
                     .inc();
-                answer_tls_alpn(&self.edge, &sni, stream).await;
+                answer_tls_alpn(&self.edge, &self.challenges, &sni, stream).await;
                 // The validator only needed the handshake; this connection is done.
                 return pingora::Error::e_explain(
                     pingora::ErrorType::HandshakeError,
@@ -158,9 +161,24 @@ async fn peek_client_hello(stream: &mut L4Stream) -> (Hello, Vec<u8>) {
 }
 
 /// Completes an `acme-tls/1` handshake with the challenge certificate for
-/// `sni`, if the table has one; otherwise lets the connection fail.
-async fn answer_tls_alpn(edge: &Edge, sni: &str, stream: &mut L4Stream) {
-    let Some(cert) = edge.table().tls_alpn01(sni) else {
+/// `sni`: the table's, or for a host the table knows, the control plane's
+/// (the config stream may lag); otherwise lets the connection fail.
+async fn answer_tls_alpn(
+    edge: &Edge,
+    challenges: &ChallengeFetch,
+    sni: &str,
+    stream: &mut L4Stream,
+) {
+    let table = edge.table();
+    let cert = match table.tls_alpn01(sni) {
+        Some(cert) => Some(cert),
+        None if !matches!(table.knows(sni), HostKnowledge::Unknown) => {
+            challenges.tls_alpn01(edge, sni).await
+        }
+        None => None,
+    };
+    drop(table);
+    let Some(cert) = cert else {
         tracing::debug!(
             host = sni,
             "acme-tls/1 handshake for a name without a challenge"

@@ -15,15 +15,13 @@ use crate::cluster::ControlPlane;
 use crate::edge::TestEdge;
 pub use crate::eventually;
 use crate::fault_proxy::FaultProxy;
+pub use crate::relay::Relay;
 use crate::{OPERATOR_TOKEN, fresh_database};
 use anyhow::Context;
 use portico_acme::test_util::{Options, Pebble};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// Which challenge the control plane answers (`PORTICO_ACME_CHALLENGE`).
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +76,8 @@ pub struct IssuingCluster {
     pub fault_proxy: Option<FaultProxy>,
     /// A tenant's API key.
     pub key: String,
-    _relay: Relay,
+    /// Between the edge and the control plane.
+    pub relay: Relay,
 }
 
 impl IssuingCluster {
@@ -145,7 +144,7 @@ impl IssuingCluster {
             control_plane,
             fault_proxy,
             key,
-            _relay: relay,
+            relay,
         };
         cluster.wait_edge_current().await?;
         Ok(cluster)
@@ -268,52 +267,6 @@ pub fn peer_certificate(resp: &reqwest::Response) -> anyhow::Result<Vec<u8>> {
         .and_then(|info| info.peer_certificate())
         .map(<[u8]>::to_vec)
         .context("no peer certificate recorded (tls_info)")
-}
-
-/// A TCP relay on a port bound now, forwarding to an address given later;
-/// connections accepted before then wait for it.
-pub struct Relay {
-    pub addr: SocketAddr,
-    target: watch::Sender<Option<SocketAddr>>,
-    accept: JoinHandle<()>,
-}
-
-impl Relay {
-    pub async fn bind() -> anyhow::Result<Relay> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (target, rx) = watch::channel(None);
-        let accept = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                tokio::spawn(relay(inbound, rx.clone()));
-            }
-        });
-        Ok(Relay {
-            addr,
-            target,
-            accept,
-        })
-    }
-
-    pub fn forward_to(&self, target: SocketAddr) {
-        self.target.send_replace(Some(target));
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-async fn relay(mut inbound: TcpStream, mut target: watch::Receiver<Option<SocketAddr>>) {
-    let Ok(addr) = target.wait_for(Option::is_some).await.map(|t| *t) else {
-        return;
-    };
-    let Some(addr) = addr else { return };
-    if let Ok(mut outbound) = TcpStream::connect(addr).await {
-        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-    }
 }
 
 /// The stored chain of `host`'s certificate, if there is one.

@@ -1,6 +1,7 @@
 //! Edges: the operator's registry (`/v1/ops/edges`) and the internal
 //! endpoints edges call with their own token (`/internal/v1/edge/*`): the
-//! config stream, heartbeats and on-demand certificate requests.
+//! config stream, heartbeats, on-demand certificate requests and challenge
+//! answers for edges whose stream lags.
 
 use super::AppState;
 use super::error::{ApiError, Problem};
@@ -12,7 +13,7 @@ use crate::ids::EdgeId;
 use crate::publish::{frames, stream};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -332,6 +333,43 @@ pub async fn request_certificate(
     db::orders::request(&mut tx, domain.id, "on_demand").await?;
     tx.commit().await?;
     wait_for_certificate(&state, domain.id, &hostname).await
+}
+
+/// One ACME challenge answer, for an edge asked by the CA for a token (or
+/// an `acme-tls/1` handshake) its config stream has not delivered yet.
+/// `kind` is `http-01` (key: the token) or `tls-alpn-01` (key: the
+/// hostname); 404 when no such answer is published (it ended, or never was).
+#[utoipa::path(get, path = "/internal/v1/edge/challenges/{kind}/{key}", tag = "edge",
+    params(("kind" = String, Path, description = "`http-01` or `tls-alpn-01`"),
+        ("key" = String, Path, description = "the token, or the hostname")),
+    responses((status = 200, description = "a portico-protocol ChallengeAnswer"),
+        (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("edge_token" = [])))]
+pub async fn challenge(
+    State(state): State<AppState>,
+    _edge: EdgeAuth,
+    Path((kind, key)): Path<(String, String)>,
+) -> Result<Json<portico_protocol::ChallengeAnswer>, ApiError> {
+    const NONE: ApiError = ApiError::NotFound("challenge answer");
+    if key.is_empty() || key.len() > 256 {
+        return Err(NONE);
+    }
+    let id = match kind.as_str() {
+        "http-01" => format!("http01:{key}"),
+        "tls-alpn-01" => format!(
+            "tls_alpn01:{}",
+            key.trim_end_matches('.').to_ascii_lowercase()
+        ),
+        _ => return Err(NONE),
+    };
+    let mut conn = state.pool.acquire().await?;
+    let row = db::published::challenges_named(&mut conn, &[id])
+        .await?
+        .into_iter()
+        .next();
+    row.and_then(|row| frames::challenge(row, &state.settings.encryption_keys))
+        .map(Json)
+        .ok_or(NONE)
 }
 
 async fn servable_on_demand(state: &AppState, hostname: &str) -> Result<bool, ApiError> {

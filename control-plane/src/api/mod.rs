@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(edges::config))
         .routes(routes!(edges::heartbeat))
         .routes(routes!(edges::request_certificate))
+        .routes(routes!(edges::challenge))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))

@@ -20,7 +20,6 @@ use portico_acme::{AccountCredentials, AcmeConfig, AcmeIssuer, DevCa, Issuer};
 use publisher::EdgePublisher;
 use sqlx::PgPool;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The configured issuer, ready to run orders; `None` when there is none.
 pub async fn issuance(
@@ -61,7 +60,7 @@ pub async fn issuance(
             pool: pool.clone(),
             keys: settings.encryption_keys.clone(),
             edge_fresh: settings.config.edge_stale_after,
-            ack_wait: Duration::from_secs(10),
+            ack_wait: settings.certificates.challenge_ack_wait,
         },
     })))
 }

@@ -79,6 +79,7 @@ mod tests {
             concurrency: 8,
             renew_check_every: Duration::from_secs(60),
             on_demand_per_tenant_hour: 100,
+            challenge_ack_wait: Duration::from_secs(10),
         }
     }
 

@@ -214,9 +214,7 @@ impl RoutingTable {
                     reason: reason.to_owned(),
                 };
                 names::check_token(token).map_err(|r| invalid(&format!("token {r}")))?;
-                if key_authorization.is_empty()
-                    || !key_authorization.bytes().all(|b| b.is_ascii_graphic())
-                {
+                if !super::valid_key_authorization(key_authorization) {
                     return Err(invalid("key authorization must be printable ASCII"));
                 }
                 self.http01.insert(token.clone(), key_authorization.clone());
