@@ -266,6 +266,7 @@ async fn edge_endpoints_refuse_anything_but_an_edge_token() -> anyhow::Result<()
             (Method::GET, "/internal/v1/edge/config"),
             (Method::POST, "/internal/v1/edge/heartbeat"),
             (Method::POST, "/internal/v1/edge/certificates/request"),
+            (Method::GET, "/internal/v1/edge/challenges/http-01/tok"),
         ] {
             let mut req = client
                 .request(method.clone(), app.url(path))
@@ -466,6 +467,43 @@ async fn challenge_answers_reach_edges_and_are_withdrawn() -> anyhow::Result<()>
     let mut fresh = ConfigReader::open(&app.base, &token, None).await?;
     assert_eq!(fresh.snapshot(WAIT).await?.challenges.len(), 2);
 
+    // An edge whose stream lags asks for one answer at a time.
+    let fetch = |path: String| {
+        reqwest::Client::new()
+            .get(app.url(&format!("/internal/v1/edge/challenges/{path}")))
+            .bearer_auth(&token)
+            .send()
+    };
+    let http01: ChallengeAnswer = fetch("http-01/tok-1".into()).await?.json().await?;
+    assert_eq!(
+        http01,
+        ChallengeAnswer::Http01 {
+            token: "tok-1".into(),
+            key_authorization: "tok-1.thumb".into()
+        }
+    );
+    let alpn = fetch("tls-alpn-01/NEW.example.com".into()).await?;
+    assert_eq!(alpn.status(), 200);
+    assert!(matches!(alpn.json().await?,
+        ChallengeAnswer::TlsAlpn01 { hostname, key_pem, .. }
+            if hostname == "new.example.com" && key_pem == alpn_key.serialize_pem()));
+    for missing in [
+        "http-01/tok-2".to_string(),
+        "http-01/new.example.com".into(),
+        "tls-alpn-01/tok-1".into(),
+        "dns-01/tok-1".into(),
+        format!("http-01/{}", "a".repeat(300)),
+        "http-01/..%2Fhttp01:tok-1".into(),
+    ] {
+        let resp = fetch(missing.clone()).await?;
+        assert_eq!(resp.status(), 404, "{missing}");
+        let body: Value = resp.json().await?;
+        assert_eq!(
+            body["type"].as_str().unwrap().rsplit('/').next(),
+            Some("not_found")
+        );
+    }
+
     let mut tx = pool.begin().await?;
     challenges::remove(&mut tx, "http01:tok-1").await?;
     assert_eq!(challenges::remove(&mut tx, "http01:absent").await?, None);
@@ -479,5 +517,7 @@ async fn challenge_answers_reach_edges_and_are_withdrawn() -> anyhow::Result<()>
             }
         }]
     );
+    let withdrawn = fetch("http-01/tok-1".into()).await?;
+    assert_eq!(withdrawn.status(), 404, "a withdrawn answer is gone");
     app.stop().await
 }
