@@ -104,20 +104,6 @@ impl AcmeIssuer {
     pub fn account_id(&self) -> &str {
         self.account.id()
     }
-
-    /// Ask the CA when `certificate` should be renewed; `None` when the CA
-    /// does not support ARI. Call again after `poll_after`.
-    pub async fn renewal_info(
-        &self,
-        certificate: &CertificateId,
-    ) -> Result<Option<AriAdvice>, Error> {
-        http::scoped(async {
-            ari_advice(&self.account, certificate)
-                .await
-                .map_err(account_error)
-        })
-        .await
-    }
 }
 
 #[async_trait]
@@ -137,6 +123,15 @@ impl Issuer for AcmeIssuer {
         http::scoped(order::issue(&self.account, &self.timeouts, req, publisher))
             .instrument(span)
             .await
+    }
+
+    async fn renewal_info(&self, certificate: &CertificateId) -> Result<Option<AriAdvice>, Error> {
+        http::scoped(async {
+            ari_advice(&self.account, certificate)
+                .await
+                .map_err(account_error)
+        })
+        .await
     }
 }
 

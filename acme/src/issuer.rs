@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::acme_issuer::AriAdvice;
 use crate::certificate::CertificateId;
 use crate::challenge::ChallengePublisher;
 use crate::error::Error;
@@ -26,6 +27,20 @@ pub trait Issuer: Send + Sync {
         req: &IssueRequest,
         publisher: &dyn ChallengePublisher,
     ) -> Result<Issued, Error>;
+
+    /// Gets ready ahead of the first order (an ACME account is loaded or
+    /// created), so that order does not pay for it. Failing here is not
+    /// final: issuing tries again.
+    async fn prepare(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// What the CA's renewal information (ARI, RFC 9773) says about a
+    /// certificate it issued: `Ok(None)` when this issuer or its CA has
+    /// none. Ask again after [`AriAdvice::poll_after`].
+    async fn renewal_info(&self, _certificate: &CertificateId) -> Result<Option<AriAdvice>, Error> {
+        Ok(None)
+    }
 }
 
 /// The challenge type used to prove control of every name in a request.

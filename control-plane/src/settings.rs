@@ -84,7 +84,22 @@ pub enum IssuerSetting {
         contact: Vec<String>,
         /// PEM file of a root to trust for the CA's HTTPS (Pebble).
         ca_file: Option<std::path::PathBuf>,
+        /// External account binding, for CAs that require one (ZeroSSL).
+        eab: Option<portico_acme::ExternalAccountBinding>,
+        /// A second directory to order from after repeated failures.
+        fallback: Option<AcmeFallback>,
     },
+}
+
+/// The fallback ACME directory: used for an order once the primary has
+/// failed it `after` times in a row (or at once when the primary refuses
+/// for good), then alternating with the primary.
+#[derive(Clone, Debug)]
+pub struct AcmeFallback {
+    pub directory_url: String,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub eab: Option<portico_acme::ExternalAccountBinding>,
+    pub after: u32,
 }
 
 /// Config distribution to edges.
@@ -256,6 +271,8 @@ fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError>
                 directory_url: url.to_string(),
                 contact: raw.list("PORTICO_ACME_CONTACT", |s| Ok(format!("mailto:{s}")))?,
                 ca_file: raw.get("PORTICO_ACME_CA_FILE").map(Into::into),
+                eab: eab(raw, "PORTICO_ACME_EAB")?,
+                fallback: acme_fallback(raw, url)?,
             }
         }
         _ => return Err(err("PORTICO_ISSUER", "must be `none`, `dev` or `acme`")),
@@ -292,6 +309,48 @@ fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError>
             raw.parse_or("PORTICO_CHALLENGE_ACK_WAIT_MS", Some(10_000))?,
         ),
     })
+}
+
+/// `PORTICO_ACME_FALLBACK_*`: none unless a directory is given.
+fn acme_fallback(raw: &Raw, primary: &str) -> Result<Option<AcmeFallback>, SettingsError> {
+    let Some(url) = raw.get("PORTICO_ACME_FALLBACK_DIRECTORY") else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        return Err(err(
+            "PORTICO_ACME_FALLBACK_DIRECTORY",
+            "must be an https:// URL",
+        ));
+    }
+    if url == primary {
+        return Err(err(
+            "PORTICO_ACME_FALLBACK_DIRECTORY",
+            "must differ from PORTICO_ACME_DIRECTORY",
+        ));
+    }
+    Ok(Some(AcmeFallback {
+        directory_url: url.to_string(),
+        ca_file: raw.get("PORTICO_ACME_FALLBACK_CA_FILE").map(Into::into),
+        eab: eab(raw, "PORTICO_ACME_FALLBACK_EAB")?,
+        after: positive(raw, "PORTICO_ACME_FALLBACK_AFTER", 3)?,
+    }))
+}
+
+/// `{prefix}_KID` and `{prefix}_HMAC_KEY` (base64url), both or neither.
+fn eab(
+    raw: &Raw,
+    prefix: &str,
+) -> Result<Option<portico_acme::ExternalAccountBinding>, SettingsError> {
+    let kid_var = format!("{prefix}_KID");
+    let key_var = format!("{prefix}_HMAC_KEY");
+    match (raw.get(&kid_var), raw.get(&key_var)) {
+        (None, None) => Ok(None),
+        (Some(kid), Some(key)) => portico_acme::ExternalAccountBinding::from_base64url(kid, key)
+            .map(Some)
+            .map_err(|e| err(&key_var, &e.to_string())),
+        (Some(_), None) => Err(err(&key_var, &format!("required with {kid_var}"))),
+        (None, Some(_)) => Err(err(&kid_var, &format!("required with {key_var}"))),
+    }
 }
 
 fn platform_settings(raw: &Raw) -> Result<PlatformSettings, SettingsError> {

@@ -21,7 +21,7 @@ use anyhow::Context;
 use portico_acme::test_util::{Options, Pebble};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which challenge the control plane answers (`PORTICO_ACME_CHALLENGE`).
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +49,9 @@ pub struct Setup<'a> {
     pub pebble: Options,
     /// Put a [`FaultProxy`] between the control plane and Pebble.
     pub fault_proxy: bool,
+    /// Make the primary directory an address nothing listens on, and
+    /// Pebble (or the fault proxy) the fallback directory.
+    pub unreachable_primary: bool,
 }
 
 impl Default for Setup<'_> {
@@ -60,6 +63,7 @@ impl Default for Setup<'_> {
                 ..Options::default()
             },
             fault_proxy: false,
+            unreachable_primary: false,
         }
     }
 }
@@ -125,13 +129,24 @@ impl IssuingCluster {
             None => (pebble.directory_url.clone(), pebble.tls_root_file.clone()),
         };
         let ca_file = ca_file.display().to_string();
+        let closed = format!("https://127.0.0.1:{}/dir", crate::edge::free_port()?);
         let mut env = vec![
             ("PORTICO_ISSUER", "acme"),
-            ("PORTICO_ACME_DIRECTORY", directory.as_str()),
-            ("PORTICO_ACME_CA_FILE", ca_file.as_str()),
             ("PORTICO_ACME_CHALLENGE", challenge.setting()),
             ("PORTICO_WORKER_IN_SERVE", "true"),
         ];
+        if setup.unreachable_primary {
+            env.extend([
+                ("PORTICO_ACME_DIRECTORY", closed.as_str()),
+                ("PORTICO_ACME_FALLBACK_DIRECTORY", directory.as_str()),
+                ("PORTICO_ACME_FALLBACK_CA_FILE", ca_file.as_str()),
+            ]);
+        } else {
+            env.extend([
+                ("PORTICO_ACME_DIRECTORY", directory.as_str()),
+                ("PORTICO_ACME_CA_FILE", ca_file.as_str()),
+            ]);
+        }
         env.extend_from_slice(setup.env);
         let control_plane = ControlPlane::start(&database_url, &env).await?;
         relay.forward_to(control_plane.addr);
@@ -244,6 +259,60 @@ impl IssuingCluster {
         .bind(host)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// Waits until `hosts` certificates are stored. Shortened: the backoff.
+    /// Each deferred order is made due now, after its (host, last error,
+    /// whether its retry was at least 30 s off) is noted; any order that failed
+    /// for good ends the wait.
+    pub async fn recover(&self, hosts: usize) -> anyhow::Result<Vec<(String, String, bool)>> {
+        let c = self;
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let mut deferrals = Vec::new();
+        loop {
+            let nudged: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+                "WITH due AS (
+                     SELECT o.domain_id, d.hostname, o.last_error,
+                            o.next_attempt_at > now() + interval '30 seconds' AS backed_off
+                     FROM certificate_orders o JOIN domains d ON d.id = o.domain_id
+                     WHERE o.status = 'deferred' AND o.next_attempt_at > now()
+                     FOR UPDATE OF o),
+                 nudge AS (
+                     UPDATE certificate_orders o SET next_attempt_at = now()
+                     FROM due WHERE o.domain_id = due.domain_id)
+                 SELECT hostname, last_error, backed_off FROM due",
+            )
+            .fetch_all(&c.pool)
+            .await?;
+            deferrals.extend(
+                nudged
+                    .into_iter()
+                    .map(|(h, e, b)| (h, e.unwrap_or_default(), b)),
+            );
+            let failed: Vec<(String, Option<String>)> = sqlx::query_as(
+                "SELECT d.hostname, o.last_error FROM certificate_orders o
+                 JOIN domains d ON d.id = o.domain_id WHERE o.status = 'failed'",
+            )
+            .fetch_all(&c.pool)
+            .await?;
+            anyhow::ensure!(
+                failed.is_empty(),
+                "orders failed for good: {failed:?} (log: {})",
+                c.control_plane.log.display()
+            );
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates")
+                .fetch_one(&c.pool)
+                .await?;
+            if stored == i64::try_from(hosts)? {
+                return Ok(deferrals);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{stored} of {hosts} certificates in time; deferred {deferrals:?} (log: {})",
+                c.control_plane.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
+        }
     }
 
     /// An HTTPS client that trusts only `root_pem`, sends `host` to the

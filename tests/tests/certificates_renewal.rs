@@ -241,7 +241,7 @@ async fn ca_faults_during_a_window_are_recovered_from_with_bounded_orders() -> a
 
     // Until every host has a certificate, each deferred order is read (the
     // error recorded, whether its retry is a minute off) and made due now.
-    let deferrals = recover(&c, hosts.len()).await?;
+    let deferrals = c.recover(hosts.len()).await?;
 
     let injected = proxy.injected();
     eprintln!("injected {injected:?}; deferred {deferrals:?}");
@@ -303,59 +303,6 @@ async fn ca_faults_during_a_window_are_recovered_from_with_bounded_orders() -> a
     );
     assert!(proxy.forwarded() > 0);
     Ok(())
-}
-
-/// Waits until `hosts` certificates are stored. Shortened: the backoff.
-/// Each deferred order is made due now, after its (host, last error,
-/// whether its retry was at least 30 s off) is noted; any order that failed
-/// for good ends the wait.
-async fn recover(c: &IssuingCluster, hosts: usize) -> anyhow::Result<Vec<(String, String, bool)>> {
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let mut deferrals = Vec::new();
-    loop {
-        let nudged: Vec<(String, Option<String>, bool)> = sqlx::query_as(
-            "WITH due AS (
-                 SELECT o.domain_id, d.hostname, o.last_error,
-                        o.next_attempt_at > now() + interval '30 seconds' AS backed_off
-                 FROM certificate_orders o JOIN domains d ON d.id = o.domain_id
-                 WHERE o.status = 'deferred' AND o.next_attempt_at > now()
-                 FOR UPDATE OF o),
-             nudge AS (
-                 UPDATE certificate_orders o SET next_attempt_at = now()
-                 FROM due WHERE o.domain_id = due.domain_id)
-             SELECT hostname, last_error, backed_off FROM due",
-        )
-        .fetch_all(&c.pool)
-        .await?;
-        deferrals.extend(
-            nudged
-                .into_iter()
-                .map(|(h, e, b)| (h, e.unwrap_or_default(), b)),
-        );
-        let failed: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT d.hostname, o.last_error FROM certificate_orders o
-             JOIN domains d ON d.id = o.domain_id WHERE o.status = 'failed'",
-        )
-        .fetch_all(&c.pool)
-        .await?;
-        anyhow::ensure!(
-            failed.is_empty(),
-            "orders failed for good: {failed:?} (log: {})",
-            c.control_plane.log.display()
-        );
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates")
-            .fetch_one(&c.pool)
-            .await?;
-        if stored == i64::try_from(hosts)? {
-            return Ok(deferrals);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{stored} of {hosts} certificates in time; deferred {deferrals:?} (log: {})",
-            c.control_plane.log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await; // allow-sleep: polling with a deadline
-    }
 }
 
 #[tokio::test]

@@ -24,11 +24,28 @@ use std::time::Duration;
 pub struct Issuance {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
-    pub issuer: Arc<dyn Issuer>,
-    /// `dev-ca` or the ACME directory URL: stored with each certificate and
-    /// the key of the rate budget.
-    pub issuer_name: String,
+    pub primary: NamedIssuer,
+    /// Used after repeated failures of the primary.
+    pub fallback: Option<NamedIssuer>,
+    /// Consecutive failures of an order after which the fallback is used.
+    pub fallback_after: i32,
     pub publisher: EdgePublisher,
+}
+
+/// An issuer and its name: `dev-ca` or the ACME directory URL, stored with
+/// each certificate and the key of the CA rate budget.
+pub struct NamedIssuer {
+    pub name: String,
+    pub issuer: Arc<dyn Issuer>,
+}
+
+impl NamedIssuer {
+    pub fn new(name: &str, issuer: Arc<dyn Issuer>) -> Self {
+        NamedIssuer {
+            name: name.to_string(),
+            issuer,
+        }
+    }
 }
 
 impl Issuance {
@@ -64,8 +81,8 @@ impl Issuance {
         let registered = Hostname::from_stored(order.hostname.clone())
             .registrable_domain()
             .to_string();
-        let counts =
-            db::orders::budget_counts(&self.pool, &self.issuer_name, host, &registered).await?;
+        let chosen = self.pick(order.failures);
+        let counts = db::orders::budget_counts(&self.pool, &chosen.name, host, &registered).await?;
         if let Budget::Defer(wait, why) =
             policy::budget(counts, &self.settings.certificates, current.is_some())
         {
@@ -80,7 +97,7 @@ impl Issuance {
             .await?;
             return Ok(());
         }
-        db::orders::log_event(&self.pool, &self.issuer_name, host, &registered, "order").await?;
+        db::orders::log_event(&self.pool, &chosen.name, host, &registered, "order").await?;
         db::domains::set_tls_status(
             &self.pool,
             order.domain_id,
@@ -95,12 +112,22 @@ impl Issuance {
             vec![order.hostname.clone()],
             self.settings.certificates.challenge,
         );
-        match self.issuer.issue(&req, &self.publisher).await {
+        match chosen.issuer.issue(&req, &self.publisher).await {
             Ok(issued) => {
-                self.store(order, &registered, issued, current.is_some())
+                self.store(order, chosen, &registered, issued, current.is_some())
                     .await
             }
-            Err(e) => self.failed(order, &registered, &e).await,
+            Err(e) => self.failed(order, chosen, &registered, &e).await,
+        }
+    }
+
+    /// The issuer for an order that has failed `failures` times in a row:
+    /// the primary until `fallback_after` failures, then the fallback and
+    /// the primary in turn (a CA that recovered is used again).
+    pub fn pick(&self, failures: i32) -> &NamedIssuer {
+        match &self.fallback {
+            Some(fallback) if policy::use_fallback(failures, self.fallback_after) => fallback,
+            _ => &self.primary,
         }
     }
 
@@ -117,6 +144,7 @@ impl Issuance {
     async fn store(
         &self,
         order: &ClaimedOrder,
+        chosen: &NamedIssuer,
         registered: &str,
         issued: Issued,
         renewal: bool,
@@ -131,7 +159,7 @@ impl Issuance {
                 chain_pem: &issued.chain_pem,
                 key_pem: issued.key_pem.expose(),
                 not_after: issued.not_after,
-                issuer: &self.issuer_name,
+                issuer: &chosen.name,
                 not_before: Some(issued.not_before),
                 renew_at: Some(issued.renew_at(rand::random())),
             },
@@ -143,7 +171,7 @@ impl Issuance {
             EventType::CertificateIssued
         };
         let data = serde_json::json!({
-            "hostname": order.hostname, "issuer": self.issuer_name,
+            "hostname": order.hostname, "issuer": chosen.name,
             "not_before": issued.not_before, "not_after": issued.not_after,
         });
         db::events::append(
@@ -156,7 +184,7 @@ impl Issuance {
         .await?;
         db::orders::log_event(
             &mut *tx,
-            &self.issuer_name,
+            &chosen.name,
             &order.hostname,
             registered,
             "issued",
@@ -172,6 +200,7 @@ impl Issuance {
     async fn failed(
         &self,
         order: &ClaimedOrder,
+        chosen: &NamedIssuer,
         registered: &str,
         e: &portico_acme::Error,
     ) -> anyhow::Result<()> {
@@ -181,13 +210,22 @@ impl Issuance {
         } else {
             "error"
         };
-        db::orders::log_event(&self.pool, &self.issuer_name, host, registered, kind).await?;
+        db::orders::log_event(&self.pool, &chosen.name, host, registered, kind).await?;
         let failing_for = order
             .first_failed_at
             .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
             .unwrap_or_default();
-        let message = e.to_string();
-        if !e.is_retryable() || policy::give_up(failing_for, &self.settings.certificates) {
+        let message = format!("{}: {e}", chosen.name);
+        // A refusal for good from the primary is worth asking the fallback.
+        let fallback_next = self.fallback.is_some() && std::ptr::eq(chosen, &self.primary);
+        let failures = if !e.is_retryable() && fallback_next {
+            order.failures.saturating_add(1).max(self.fallback_after)
+        } else {
+            order.failures.saturating_add(1)
+        };
+        db::orders::set_failures(&self.pool, order.domain_id, failures).await?;
+        let retryable = e.is_retryable() || fallback_next;
+        if !retryable || policy::give_up(failing_for, &self.settings.certificates) {
             tracing::warn!(host = %host, error = %message, "certificate order failed for good");
             let mut tx = self.pool.begin().await?;
             db::orders::finish(&mut *tx, order.domain_id, "failed", Some(&message), None).await?;
@@ -205,6 +243,10 @@ impl Issuance {
             return Ok(());
         }
         let wait: Duration = policy::retry_in(order.attempts, e.retry_delay());
+        if fallback_next && failures >= self.fallback_after {
+            tracing::warn!(host = %host, primary = %chosen.name, fallback = %self.pick(failures).name,
+                "the primary CA keeps failing; the next attempt uses the fallback");
+        }
         tracing::info!(host = %host, error = %message, retry_in_secs = wait.as_secs(), "certificate order failed; will retry");
         db::orders::finish(
             &self.pool,

@@ -9,53 +9,81 @@
 //! [`crate::jobs::issuance`] claims due orders and runs each through
 //! [`issue::Issuance::run`].
 
+pub mod account;
 pub mod issue;
 pub mod policy;
 pub mod publisher;
 
-use crate::db;
 use crate::settings::{IssuerSetting, Settings};
-use issue::Issuance;
-use portico_acme::{AccountCredentials, AcmeConfig, AcmeIssuer, DevCa, Issuer};
+use account::LazyAcme;
+use issue::{Issuance, NamedIssuer};
+use portico_acme::{AcmeConfig, DevCa, ExternalAccountBinding};
 use publisher::EdgePublisher;
 use sqlx::PgPool;
+use std::path::Path;
 use std::sync::Arc;
 
-/// The configured issuer, ready to run orders; `None` when there is none.
+/// The configured issuers (the primary, then the fallback if any), ready
+/// to run orders; `None` when there is none. ACME accounts are loaded on
+/// first use, so an unreachable CA does not fail this.
 pub async fn issuance(
     pool: &PgPool,
     settings: &Arc<Settings>,
 ) -> anyhow::Result<Option<Arc<Issuance>>> {
-    let (issuer, name): (Arc<dyn Issuer>, String) = match &settings.certificates.issuer {
+    let (mut issuers, fallback_after) = match &settings.certificates.issuer {
         IssuerSetting::None => return Ok(None),
         IssuerSetting::DevCa { dir } => {
             let ca = DevCa::open(dir)
                 .map_err(|e| anyhow::anyhow!("PORTICO_DEV_CA_DIR {}: {e}", dir.display()))?;
-            (Arc::new(ca), "dev-ca".to_string())
+            (vec![NamedIssuer::new("dev-ca", Arc::new(ca))], 0)
         }
         IssuerSetting::Acme {
             directory_url,
             contact,
             ca_file,
+            eab,
+            fallback,
         } => {
-            let mut config = AcmeConfig::new(directory_url.clone());
-            config.contact = contact.clone();
-            if let Some(path) = ca_file {
-                config.extra_root_pem = Some(std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("PORTICO_ACME_CA_FILE {}: {e}", path.display())
-                })?);
+            let acme = |url: &str, ca: Option<&Path>, eab: &Option<ExternalAccountBinding>, var| {
+                let mut config = AcmeConfig::new(url);
+                config.contact = contact.clone();
+                config.external_account = eab.clone();
+                if let Some(path) = ca {
+                    config.extra_root_pem = Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("{var} {}: {e}", path.display()))?,
+                    );
+                }
+                let issuer = LazyAcme::new(pool.clone(), settings.encryption_keys.clone(), config);
+                anyhow::Ok(NamedIssuer::new(url, Arc::new(issuer)))
+            };
+            let mut issuers = vec![acme(
+                directory_url,
+                ca_file.as_deref(),
+                eab,
+                "PORTICO_ACME_CA_FILE",
+            )?];
+            if let Some(f) = fallback {
+                issuers.push(acme(
+                    &f.directory_url,
+                    f.ca_file.as_deref(),
+                    &f.eab,
+                    "PORTICO_ACME_FALLBACK_CA_FILE",
+                )?);
             }
-            (
-                Arc::new(acme_account(pool, settings, &config).await?),
-                directory_url.clone(),
-            )
+            (issuers, fallback.as_ref().map_or(0, |f| f.after))
         }
+    };
+    let fallback = (issuers.len() > 1).then(|| issuers.remove(1));
+    let Some(primary) = issuers.pop() else {
+        return Ok(None);
     };
     Ok(Some(Arc::new(Issuance {
         pool: pool.clone(),
         settings: settings.clone(),
-        issuer,
-        issuer_name: name,
+        primary,
+        fallback,
+        fallback_after: i32::try_from(fallback_after).unwrap_or(i32::MAX),
         publisher: EdgePublisher {
             pool: pool.clone(),
             keys: settings.encryption_keys.clone(),
@@ -63,33 +91,4 @@ pub async fn issuance(
             ack_wait: settings.certificates.challenge_ack_wait,
         },
     })))
-}
-
-/// The stored account for the directory, or a new one (stored sealed; if
-/// another process stored one first, that one is used).
-async fn acme_account(
-    pool: &PgPool,
-    settings: &Settings,
-    config: &AcmeConfig,
-) -> anyhow::Result<AcmeIssuer> {
-    let keys = &settings.encryption_keys;
-    let url = config.directory_url.as_str();
-    for _ in 0..2 {
-        if let Some((key_id, sealed)) = db::orders::account(pool, url).await? {
-            let json = keys.open(&key_id, &sealed, url.as_bytes())?;
-            let creds = AccountCredentials::from_json(&String::from_utf8_lossy(json.expose()))?;
-            return Ok(AcmeIssuer::from_credentials(config, creds).await?);
-        }
-        let (issuer, creds) = AcmeIssuer::create_account(config).await?;
-        let sealed = keys.seal(creds.to_json()?.as_bytes(), url.as_bytes())?;
-        if db::orders::put_account(pool, url, &sealed.key_id, &sealed.bytes).await? {
-            tracing::info!(
-                directory = url,
-                account = issuer.account_id(),
-                "ACME account created"
-            );
-            return Ok(issuer);
-        }
-    }
-    anyhow::bail!("could not create or load the ACME account for {url}")
 }

@@ -57,6 +57,13 @@ pub fn budget(counts: BudgetCounts, s: &CertificateSettings, renewal: bool) -> B
     Budget::Allow
 }
 
+/// Whether an order that failed `failures` times in a row goes to the
+/// fallback CA: from the `after`-th failure on, every other attempt (the
+/// fallback first), so a primary that recovered is used again.
+pub fn use_fallback(failures: i32, after: i32) -> bool {
+    failures >= after && (failures - after) % 2 == 0
+}
+
 /// Whether a host that has been failing since `failing_for` should stop.
 pub fn give_up(failing_for: Duration, s: &CertificateSettings) -> bool {
     failing_for >= s.give_up_after
@@ -81,6 +88,14 @@ mod tests {
             on_demand_per_tenant_hour: 100,
             challenge_ack_wait: Duration::from_secs(10),
         }
+    }
+
+    #[test]
+    fn the_fallback_comes_after_repeated_failures_then_alternates() {
+        let picks: Vec<bool> = (0..8).map(|f| use_fallback(f, 3)).collect();
+        assert_eq!(picks, [false, false, false, true, false, true, false, true]);
+        assert!(use_fallback(0, 0), "after 0: the fallback from the start");
+        assert!(!use_fallback(i32::MAX - 1, i32::MAX));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct ClaimedOrder {
     pub hostname: String,
     pub reason: String,
     pub attempts: i32,
+    /// Consecutive failed attempts (decides the issuer).
+    pub failures: i32,
     pub first_failed_at: Option<DateTime<Utc>>,
 }
 
@@ -39,6 +41,7 @@ pub async fn request(
              next_attempt_at = CASE WHEN certificate_orders.status IN ('failed', 'done') OR $2 = 'on_demand'
                                     THEN now() ELSE certificate_orders.next_attempt_at END,
              attempts = CASE WHEN certificate_orders.status IN ('failed', 'done') THEN 0 ELSE certificate_orders.attempts END,
+             failures = CASE WHEN certificate_orders.status IN ('failed', 'done') THEN 0 ELSE certificate_orders.failures END,
              updated_at = now()",
         domain_id,
         reason
@@ -71,7 +74,7 @@ pub async fn claim(
                lease_until = now() + make_interval(secs => $2), updated_at = now()
            FROM due, domains d
            WHERE o.domain_id = due.domain_id AND d.id = o.domain_id
-           RETURNING o.domain_id, d.tenant_id, d.hostname, o.reason, o.attempts, o.first_failed_at"#,
+           RETURNING o.domain_id, d.tenant_id, d.hostname, o.reason, o.attempts, o.failures, o.first_failed_at"#,
         limit,
         lease.as_secs_f64()
     )
@@ -97,12 +100,29 @@ pub async fn finish(
                                     WHEN $3::text IS NOT NULL THEN COALESCE(first_failed_at, now())
                                     ELSE first_failed_at END,
              attempts = CASE WHEN $2 = 'done' THEN 0 ELSE attempts END,
+             failures = CASE WHEN $2 = 'done' THEN 0 ELSE failures END,
              updated_at = now()
          WHERE domain_id = $1",
         domain_id,
         status,
         error,
         retry_secs
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records how many times in a row the order has failed.
+pub async fn set_failures(
+    db: impl PgExecutor<'_>,
+    domain_id: Uuid,
+    failures: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE certificate_orders SET failures = $2 WHERE domain_id = $1",
+        domain_id,
+        failures
     )
     .execute(db)
     .await?;

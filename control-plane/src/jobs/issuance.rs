@@ -36,6 +36,7 @@ pub async fn start(ctx: super::JobContext, stop: CancellationToken) {
 }
 
 pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
+    tokio::spawn(prepare(issuance.clone()));
     let slots = Arc::new(Semaphore::new(issuance.settings.certificates.concurrency));
     let mut listener = PgListener::connect_with(&issuance.pool).await.ok();
     if let Some(l) = listener.as_mut()
@@ -57,6 +58,16 @@ pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
             }
         }
         claim_and_run(&issuance, &slots).await;
+    }
+}
+
+/// Loads or creates the ACME accounts in the background; a CA that cannot
+/// be reached now is tried again by its first order.
+async fn prepare(issuance: Arc<Issuance>) {
+    for issuer in std::iter::once(&issuance.primary).chain(&issuance.fallback) {
+        if let Err(e) = issuer.issuer.prepare().await {
+            tracing::warn!(issuer = %issuer.name, error = %e, "certificate issuer not ready; its first order will try again");
+        }
     }
 }
 
