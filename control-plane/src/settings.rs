@@ -551,6 +551,66 @@ mod tests {
     }
 
     #[test]
+    fn a_fallback_ca_is_checked_and_named() {
+        let acme = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("DATABASE_URL", "x"),
+                ("PORTICO_ISSUER", "acme"),
+                ("PORTICO_ACME_DIRECTORY", "https://ca-1.test/dir"),
+            ];
+            pairs.extend_from_slice(extra);
+            Settings::from_sources(env(&pairs))
+        };
+        let s = acme(&[
+            ("PORTICO_ACME_FALLBACK_DIRECTORY", "https://ca-2.test/dir"),
+            ("PORTICO_ACME_FALLBACK_EAB_KID", "kid"),
+            ("PORTICO_ACME_FALLBACK_EAB_HMAC_KEY", "c2VjcmV0"),
+        ])
+        .unwrap();
+        let IssuerSetting::Acme { fallback, eab, .. } = &s.certificates.issuer else {
+            panic!("an ACME issuer")
+        };
+        let fallback = fallback.as_ref().unwrap();
+        assert_eq!(fallback.directory_url, "https://ca-2.test/dir");
+        assert_eq!(fallback.after, 3);
+        assert!(fallback.eab.is_some() && eab.is_none());
+        assert!(
+            !format!("{s:?}").contains("c2VjcmV0"),
+            "the HMAC key is not printed"
+        );
+        for (extra, variable) in [
+            (
+                &[("PORTICO_ACME_FALLBACK_DIRECTORY", "http://ca-2.test/dir")][..],
+                "PORTICO_ACME_FALLBACK_DIRECTORY",
+            ),
+            (
+                &[("PORTICO_ACME_FALLBACK_DIRECTORY", "https://ca-1.test/dir")][..],
+                "PORTICO_ACME_FALLBACK_DIRECTORY",
+            ),
+            (
+                &[
+                    ("PORTICO_ACME_FALLBACK_DIRECTORY", "https://ca-2.test/dir"),
+                    ("PORTICO_ACME_FALLBACK_AFTER", "0"),
+                ][..],
+                "PORTICO_ACME_FALLBACK_AFTER",
+            ),
+            (
+                &[("PORTICO_ACME_EAB_KID", "kid")][..],
+                "PORTICO_ACME_EAB_HMAC_KEY",
+            ),
+            (
+                &[
+                    ("PORTICO_ACME_EAB_KID", "kid"),
+                    ("PORTICO_ACME_EAB_HMAC_KEY", "not base64!"),
+                ][..],
+                "PORTICO_ACME_EAB_HMAC_KEY",
+            ),
+        ] {
+            assert_eq!(acme(extra).unwrap_err().variable, variable, "{extra:?}");
+        }
+    }
+
+    #[test]
     fn toml_file_fills_in_and_env_wins() {
         let dir = std::env::temp_dir().join(format!("portico-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
