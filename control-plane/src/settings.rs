@@ -70,6 +70,11 @@ pub struct CertificateSettings {
     /// challenge answer before the CA is told to validate (lagging edges
     /// fetch the answer from the control plane).
     pub challenge_ack_wait: Duration,
+    /// How often certificates whose ARI check is due are looked for.
+    pub ari_check_every: Duration,
+    /// The shortest gap between two ARI checks of one certificate, whatever
+    /// the CA's `Retry-After` says.
+    pub ari_min_interval: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -308,6 +313,12 @@ fn certificate_settings(raw: &Raw) -> Result<CertificateSettings, SettingsError>
         challenge_ack_wait: Duration::from_millis(
             raw.parse_or("PORTICO_CHALLENGE_ACK_WAIT_MS", Some(10_000))?,
         ),
+        ari_check_every: Duration::from_millis(u64::from(positive(
+            raw,
+            "PORTICO_ARI_CHECK_MS",
+            60_000,
+        )?)),
+        ari_min_interval: secs(raw.parse_or("PORTICO_ARI_MIN_INTERVAL_SECS", Some(300))?),
     })
 }
 

@@ -132,6 +132,8 @@ pub async fn store_certificate(
             issuer: "unknown",
             not_before: None,
             renew_at: None,
+            ari_id: None,
+            ari_window: None,
         },
     )
     .await?;

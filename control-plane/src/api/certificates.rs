@@ -33,6 +33,19 @@ pub struct CurrentCertificate {
     pub issued_at: DateTime<Utc>,
     /// The chain, PEM, leaf first (public data).
     pub chain_pem: String,
+    /// What the CA last said about renewing it (ACME Renewal Information);
+    /// absent when the CA has none.
+    pub renewal_info: Option<RenewalInfoView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RenewalInfoView {
+    /// The CA's suggested renewal window.
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    /// The CA's page explaining an unusual window (an incident), if any.
+    pub explanation_url: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,6 +78,15 @@ async fn view(
             renew_at: c.renew_at,
             issued_at: c.created_at,
             chain_pem: c.chain_pem,
+            renewal_info: c
+                .ari_window_start
+                .zip(c.ari_window_end)
+                .map(|(window_start, window_end)| RenewalInfoView {
+                    window_start,
+                    window_end,
+                    explanation_url: c.ari_explanation_url,
+                    checked_at: c.ari_checked_at,
+                }),
         });
     let order = db::orders::get(&state.pool, d.id)
         .await?

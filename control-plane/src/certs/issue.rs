@@ -16,7 +16,7 @@ use crate::hostname::Hostname;
 use crate::ids::TenantId;
 use crate::settings::Settings;
 use chrono::Utc;
-use portico_acme::{IssueRequest, Issued, Issuer};
+use portico_acme::{CertificateId, IssueRequest, Issued, Issuer};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,10 +108,20 @@ impl Issuance {
             },
         )
         .await?;
-        let req = IssueRequest::new(
+        let mut req = IssueRequest::new(
             vec![order.hostname.clone()],
             self.settings.certificates.challenge,
         );
+        // A renewal names the certificate it replaces (ARI), when that one
+        // came from the CA now asked.
+        if let Some(previous) = current
+            .as_ref()
+            .filter(|c| c.issuer == chosen.name)
+            .and_then(|c| c.ari_id.as_deref())
+            .and_then(|id| CertificateId::parse(id).ok())
+        {
+            req = req.replacing(previous);
+        }
         match chosen.issuer.issue(&req, &self.publisher).await {
             Ok(issued) => {
                 self.store(order, chosen, &registered, issued, current.is_some())
@@ -119,6 +129,13 @@ impl Issuance {
             }
             Err(e) => self.failed(order, chosen, &registered, &e).await,
         }
+    }
+
+    /// The configured issuer called `name`, if any.
+    pub fn named(&self, name: &str) -> Option<&NamedIssuer> {
+        std::iter::once(&self.primary)
+            .chain(&self.fallback)
+            .find(|issuer| issuer.name == name)
     }
 
     /// The issuer for an order that has failed `failures` times in a row:
@@ -162,6 +179,8 @@ impl Issuance {
                 issuer: &chosen.name,
                 not_before: Some(issued.not_before),
                 renew_at: Some(issued.renew_at(rand::random())),
+                ari_id: issued.certificate_id.as_ref().map(CertificateId::as_str),
+                ari_window: issued.ari_window.map(|w| (w.start, w.end)),
             },
         )
         .await?;

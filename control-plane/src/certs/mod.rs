@@ -10,6 +10,7 @@
 //! [`issue::Issuance::run`].
 
 pub mod account;
+pub mod ari;
 pub mod issue;
 pub mod policy;
 pub mod publisher;

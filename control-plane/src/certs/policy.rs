@@ -87,6 +87,8 @@ mod tests {
             renew_check_every: Duration::from_secs(60),
             on_demand_per_tenant_hour: 100,
             challenge_ack_wait: Duration::from_secs(10),
+            ari_check_every: Duration::from_secs(60),
+            ari_min_interval: Duration::from_secs(300),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The issuer loop: wakes on `NOTIFY portico_issue` (an on-demand request
 //! is answered in about a second) or every second, claims due certificate
 //! orders and runs up to `PORTICO_ISSUE_CONCURRENCY` at once. Every minute it
-//! also queues a renewal order for each certificate whose time has come.
+//! also queues a renewal order for each certificate whose time has come, and
+//! asks the CAs for the renewal information (ARI) that is due.
 
 use crate::certs::issue::Issuance;
 use crate::db;
@@ -47,11 +48,13 @@ pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut renewals = tokio::time::interval(issuance.settings.certificates.renew_check_every);
+    let mut ari = tokio::time::interval(issuance.settings.certificates.ari_check_every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
             _ = renewals.tick() => queue_renewals(&issuance).await,
+            _ = ari.tick() => check_renewal_info(&issuance).await,
             n = async { match listener.as_mut() { Some(l) => l.try_recv().await.ok().flatten(), None => std::future::pending().await } } => {
                 // The LISTEN connection dropped; sqlx reconnects on the next call.
                 if n.is_none() { tokio::time::sleep(Duration::from_millis(100)).await; } // allow-sleep: pause before reconnecting
@@ -94,6 +97,15 @@ async fn claim_and_run(issuance: &Arc<Issuance>, slots: &Arc<Semaphore>) {
             }
             drop(permit);
         });
+    }
+}
+
+/// Asks the CAs about the certificates whose renewal information is due.
+async fn check_renewal_info(issuance: &Issuance) {
+    match crate::certs::ari::poll_due(issuance).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(count = n, "ARI checks done"),
+        Err(e) => tracing::warn!(error = %e, "ARI checks failed"),
     }
 }
 
