@@ -94,9 +94,16 @@ async fn new_order(account: &Account, req: &IssueRequest) -> Result<Order, Error
         .map_err(|e| acme_error(e, req.challenge))
 }
 
+/// Whether to order again without `replaces`: the CA has no ARI, says the
+/// old certificate was already replaced, or accepted the order but did not
+/// reflect `replaces` in it (breaking RFC 9773 §5; that order is left to
+/// expire at the CA).
 fn replaces_refused(err: &instant_acme::Error) -> bool {
     match err {
         instant_acme::Error::Unsupported(_) => true,
+        instant_acme::Error::Other(other) => {
+            other.to_string().starts_with("replaces field mismatch")
+        }
         instant_acme::Error::Api(problem) => problem
             .r#type
             .as_deref()

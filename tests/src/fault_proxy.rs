@@ -14,6 +14,13 @@
 //! `Retry-After: 1`, or a 400 `badNonce` problem carrying a fresh
 //! `Replay-Nonce` fetched from Pebble. When the queue is empty, everything is
 //! forwarded untouched. What was injected is recorded for the test to read.
+//!
+//! With [`FaultProxy::start_with_ari`] it also plays a CA's ACME Renewal
+//! Information (RFC 9773), which Pebble 2.4 lacks: the directory gains a
+//! `renewalInfo` URL and `GET /renewal-info/{certID}` answers a suggested
+//! window — one for every certificate, or one set for a given certificate
+//! (an incident) — with `Retry-After: 1`. The payload of every new-order
+//! POST is recorded, so a test can see the `replaces` a renewal sent.
 
 use anyhow::Context;
 use axum::body::Body;
@@ -73,6 +80,8 @@ struct Shared {
     authority: String,
     /// Pebble's `newNonce` URL.
     new_nonce: String,
+    /// The path of Pebble's `newOrder` URL.
+    new_order_path: String,
     client: reqwest::Client,
     plan: Mutex<Plan>,
 }
@@ -83,12 +92,36 @@ struct Plan {
     queued: VecDeque<(Fault, Option<String>)>,
     injected: Vec<Injected>,
     forwarded: usize,
+    /// ARI: the window for every certificate, if ARI is on.
+    ari_default: Option<Window>,
+    /// ARI: windows for given certificate ids.
+    ari_windows: std::collections::HashMap<String, Window>,
+    /// ARI: every certificate id asked about, in order.
+    ari_asked: Vec<String>,
+    /// Decoded payloads of the new-order POSTs.
+    new_orders: Vec<serde_json::Value>,
+    /// ARI: leave `replaces` out of created orders, as a CA breaking
+    /// RFC 9773 would.
+    drop_replaces: bool,
 }
+
+/// A suggested renewal window.
+pub type Window = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
 
 impl FaultProxy {
     /// Starts a proxy for the Pebble whose directory is `upstream_directory`
     /// and whose HTTPS certificate chains to `upstream_root_pem`.
     pub async fn start(upstream_directory: &str, upstream_root_pem: &str) -> anyhow::Result<Self> {
+        Self::start_with_ari(upstream_directory, upstream_root_pem, None).await
+    }
+
+    /// Like [`start`](Self::start), with ARI on when `ari` gives the
+    /// window every certificate gets.
+    pub async fn start_with_ari(
+        upstream_directory: &str,
+        upstream_root_pem: &str,
+        ari: Option<Window>,
+    ) -> anyhow::Result<Self> {
         crate::edge::install_crypto();
         let upstream = origin_of(upstream_directory)?;
         let client = reqwest::Client::builder()
@@ -111,6 +144,11 @@ impl FaultProxy {
             .as_str()
             .context("Pebble's directory has no newNonce")?
             .to_string();
+        let new_order_path = directory["newOrder"]
+            .as_str()
+            .and_then(|url| url.strip_prefix(&upstream))
+            .context("Pebble's directory has no newOrder")?
+            .to_string();
 
         let (root_pem, tls) = tls_acceptor()?;
         let ca_file = std::env::temp_dir().join(format!(
@@ -126,8 +164,12 @@ impl FaultProxy {
             origin: origin.clone(),
             authority: addr.to_string(),
             new_nonce,
+            new_order_path,
             client,
-            plan: Mutex::new(Plan::default()),
+            plan: Mutex::new(Plan {
+                ari_default: ari,
+                ..Plan::default()
+            }),
         });
         let (handshaken, incoming) = mpsc::channel(64);
         let accept = tokio::spawn(accept_tls(listener, tls, handshaken));
@@ -172,6 +214,26 @@ impl FaultProxy {
     /// Requests forwarded to Pebble so far.
     pub fn forwarded(&self) -> usize {
         self.plan().forwarded
+    }
+
+    /// ARI: answer `window` for the certificate `cert_id` from now on.
+    pub fn set_ari_window(&self, cert_id: &str, window: Window) {
+        self.plan().ari_windows.insert(cert_id.to_string(), window);
+    }
+
+    /// ARI: stop reflecting `replaces` in created orders.
+    pub fn drop_replaces(&self) {
+        self.plan().drop_replaces = true;
+    }
+
+    /// ARI: the certificate ids asked about so far, in order.
+    pub fn ari_asked(&self) -> Vec<String> {
+        self.plan().ari_asked.clone()
+    }
+
+    /// The payloads of the new-order POSTs so far, in order.
+    pub fn new_orders(&self) -> Vec<serde_json::Value> {
+        self.plan().new_orders.clone()
     }
 
     fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
@@ -227,12 +289,15 @@ impl Shared {
     }
 }
 
-/// Every request: a fault, or Pebble's answer with its URLs rewritten.
+/// Every request: ARI, a fault, or Pebble's answer with its URLs rewritten.
 async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let path = request
         .uri()
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    if let Some(cert_id) = path.strip_prefix("/renewal-info/") {
+        return renewal_info(&shared, cert_id);
+    }
     let result = match shared.take_fault(request.method(), &path) {
         Some(fault) => inject(&shared, fault).await,
         None => forward(&shared, request, &path).await,
@@ -287,6 +352,14 @@ async fn inject(shared: &Shared, fault: Fault) -> anyhow::Result<Response> {
 async fn forward(shared: &Shared, request: Request, path: &str) -> anyhow::Result<Response> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20).await?;
+    let replaces = if path == shared.new_order_path {
+        let payload = jws_payload(&body).unwrap_or(serde_json::Value::Null);
+        let replaces = payload.get("replaces").cloned();
+        shared.plan().new_orders.push(payload);
+        replaces
+    } else {
+        None
+    };
     let mut outbound = shared
         .client
         .request(parts.method, format!("{}{path}", shared.upstream))
@@ -302,6 +375,17 @@ async fn forward(shared: &Shared, request: Request, path: &str) -> anyhow::Resul
     let headers = rewrite_headers(shared, upstream.headers())?;
     let bytes = upstream.bytes().await?;
     let body = match std::str::from_utf8(&bytes) {
+        Ok(text) if path == "/dir" && shared.plan().ari_default.is_some() => {
+            let mut directory: serde_json::Value = serde_json::from_str(&shared.rewrite(text))?;
+            directory["renewalInfo"] = json!(format!("{}/renewal-info", shared.origin));
+            Body::from(directory.to_string())
+        }
+        // A CA with ARI echoes `replaces` in the order it creates.
+        Ok(text) if replaces.is_some() && status.is_success() && !shared.plan().drop_replaces => {
+            let mut order: serde_json::Value = serde_json::from_str(&shared.rewrite(text))?;
+            order["replaces"] = replaces.unwrap_or_default();
+            Body::from(order.to_string())
+        }
         Ok(text) => Body::from(shared.rewrite(text)),
         Err(_) => Body::from(bytes),
     };
@@ -309,6 +393,39 @@ async fn forward(shared: &Shared, request: Request, path: &str) -> anyhow::Resul
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// `GET /renewal-info/{certID}`: the certificate's window, or the default.
+fn renewal_info(shared: &Shared, cert_id: &str) -> Response {
+    let window = {
+        let mut plan = shared.plan();
+        plan.ari_asked.push(cert_id.to_string());
+        plan.ari_windows.get(cert_id).copied().or(plan.ari_default)
+    };
+    let Some((start, end)) = window else {
+        return problem(StatusCode::NOT_FOUND, "malformed", "ARI is off");
+    };
+    let body = json!({
+        "suggestedWindow": {"start": start.to_rfc3339(), "end": end.to_rfc3339()},
+    });
+    let mut resp = Response::new(Body::from(body.to_string()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// The decoded payload of a flattened JWS request body.
+fn jws_payload(body: &[u8]) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let jws: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jws["payload"].as_str()?)
+        .ok()?;
+    serde_json::from_slice(&payload).ok()
 }
 
 fn rewrite_headers(shared: &Shared, upstream: &HeaderMap) -> anyhow::Result<HeaderMap> {

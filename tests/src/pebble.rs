@@ -52,6 +52,9 @@ pub struct Setup<'a> {
     /// Make the primary directory an address nothing listens on, and
     /// Pebble (or the fault proxy) the fallback directory.
     pub unreachable_primary: bool,
+    /// With `fault_proxy`: the proxy plays ARI, this window for every
+    /// certificate unless the test sets another.
+    pub ari: Option<crate::fault_proxy::Window>,
 }
 
 impl Default for Setup<'_> {
@@ -64,6 +67,7 @@ impl Default for Setup<'_> {
             },
             fault_proxy: false,
             unreachable_primary: false,
+            ari: None,
         }
     }
 }
@@ -121,7 +125,10 @@ impl IssuingCluster {
         let edge = TestEdge::start_in(&dir, &args).await?;
         let pebble = Pebble::start(&setup.pebble, edge.http.port(), edge.https.port()).await?;
         let fault_proxy = match setup.fault_proxy {
-            true => Some(FaultProxy::start(&pebble.directory_url, &pebble.tls_root_pem).await?),
+            true => Some(
+                FaultProxy::start_with_ari(&pebble.directory_url, &pebble.tls_root_pem, setup.ari)
+                    .await?,
+            ),
             false => None,
         };
         let (directory, ca_file) = match &fault_proxy {

@@ -78,15 +78,14 @@ async fn view(
             renew_at: c.renew_at,
             issued_at: c.created_at,
             chain_pem: c.chain_pem,
-            renewal_info: c
-                .ari_window_start
-                .zip(c.ari_window_end)
-                .map(|(window_start, window_end)| RenewalInfoView {
+            renewal_info: c.ari_window_start.zip(c.ari_window_end).map(
+                |(window_start, window_end)| RenewalInfoView {
                     window_start,
                     window_end,
                     explanation_url: c.ari_explanation_url,
                     checked_at: c.ari_checked_at,
-                }),
+                },
+            ),
         });
     let order = db::orders::get(&state.pool, d.id)
         .await?

@@ -245,11 +245,15 @@ pub async fn put_account(
 }
 
 /// Certificates whose renewal time has come and that have no order running.
+/// A renewal that failed for good is tried again once a day (until the
+/// certificate expires), never on every tick.
 pub async fn due_renewals(db: impl PgExecutor<'_>, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT c.domain_id FROM certificates c
          LEFT JOIN certificate_orders o ON o.domain_id = c.domain_id
-         WHERE c.renew_at <= now() AND (o.domain_id IS NULL OR o.status IN ('done', 'failed'))
+         WHERE c.renew_at <= now()
+           AND (o.domain_id IS NULL OR o.status = 'done'
+                OR (o.status = 'failed' AND o.updated_at < now() - interval '1 day'))
          ORDER BY c.renew_at LIMIT $1",
         limit
     )
