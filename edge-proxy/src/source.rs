@@ -63,6 +63,20 @@ impl HttpSource {
         Ok(self)
     }
 
+    /// Sends with the token, if any; a transport failure is described.
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, SourceError> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| SourceError::Failed(crate::outbound::describe(&e)))
+    }
+
     fn challenge_url(&self, id: &ChallengeId) -> Option<reqwest::Url> {
         let (kind, key) = match id {
             ChallengeId::Http01 { token } => ("http-01", token.as_str()),
@@ -83,16 +97,10 @@ impl HttpSource {
 #[async_trait]
 impl CertificateSource for HttpSource {
     async fn request(&self, hostname: &str) -> Result<CertificateBundle, SourceError> {
-        let mut request = self.client.post(&self.url).json(&CertificateRequest {
+        let request = self.client.post(&self.url).json(&CertificateRequest {
             hostname: hostname.to_owned(),
         });
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
-        }
-        let resp = request
-            .send()
-            .await
-            .map_err(|e| SourceError::Failed(crate::outbound::describe(&e)))?;
+        let resp = self.send(request).await?;
         match resp.status().as_u16() {
             200 => resp
                 .json()
@@ -107,14 +115,7 @@ impl CertificateSource for HttpSource {
         let Some(url) = self.challenge_url(id) else {
             return Ok(None);
         };
-        let mut request = self.client.get(url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
-        }
-        let resp = request
-            .send()
-            .await
-            .map_err(|e| SourceError::Failed(crate::outbound::describe(&e)))?;
+        let resp = self.send(self.client.get(url)).await?;
         match resp.status().as_u16() {
             200 => resp
                 .json()
