@@ -10,6 +10,7 @@ pub mod dns_server;
 pub mod edge;
 pub mod fault_proxy;
 pub mod pebble;
+pub mod webhook_receiver;
 
 use anyhow::Context;
 use portico_control_plane::app::{self, Options, Running};
