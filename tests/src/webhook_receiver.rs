@@ -53,6 +53,9 @@ pub enum Mode {
     Status(u16),
     /// Record the request, never answer (a slow receiver).
     Hold,
+    /// Answer 307 with `Location: http://{addr}/` (a client that follows
+    /// redirects would go there).
+    Redirect(SocketAddr),
 }
 
 #[derive(Default)]
@@ -146,7 +149,8 @@ async fn receive(
     State(shared): State<Arc<Mutex<Shared>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let header = |name: &str| {
         headers
             .get(name)
@@ -157,6 +161,7 @@ async fn receive(
     let mode = lock(&shared).mode.unwrap_or(Mode::Status(200));
     let answered = match mode {
         Mode::Status(s) => Some(s),
+        Mode::Redirect(_) => Some(307),
         Mode::Hold => None,
     };
     lock(&shared).received.push(Received {
@@ -171,7 +176,13 @@ async fn receive(
         Mode::Status(s) => (
             StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             "r".repeat(2000),
-        ),
+        )
+            .into_response(),
+        Mode::Redirect(to) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", format!("http://{to}/"))],
+        )
+            .into_response(),
         Mode::Hold => std::future::pending().await,
     }
 }

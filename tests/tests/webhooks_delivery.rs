@@ -487,3 +487,54 @@ async fn webhook_filter_retry_and_replay_keep_the_webhook_id() -> anyhow::Result
     assert_eq!(attempts(&app, &key, &endpoint, &msg).await?.len(), 3);
     app.stop().await
 }
+
+#[tokio::test]
+async fn webhook_timeouts_and_redirects_are_failures_and_redirects_are_not_followed()
+-> anyhow::Result<()> {
+    let app = app_with(&[
+        ("PORTICO_WEBHOOK_TIMEOUT_MS", "300"),
+        ("PORTICO_WEBHOOK_LEASE_MS", "5000"),
+        ("PORTICO_WEBHOOK_RETRY_SCHEDULE", "0s"),
+    ])
+    .await?;
+    let (_, key) = app.tenant("free").await?;
+    let slow = Receiver::start().await?;
+    slow.set_mode(Mode::Hold);
+    let target = Receiver::start().await?;
+    let redirecting = Receiver::start().await?;
+    redirecting.set_mode(Mode::Redirect(target.addr));
+    let (slow_id, _) = create_endpoint(&app, &key, json!({"url": slow.url("/")})).await?;
+    let (redirect_id, _) =
+        create_endpoint(&app, &key, json!({"url": redirecting.url("/")})).await?;
+    for id in [&slow_id, &redirect_id] {
+        app.call(
+            Method::POST,
+            &format!("/v1/webhook-endpoints/{id}/test"),
+            &key,
+            None,
+        )
+        .await?;
+    }
+    for (id, what) in [(&slow_id, "the timeout"), (&redirect_id, "the redirect")] {
+        let m = eventually(20, what, || async {
+            messages(&app, &key, id)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|m| m["status"] == "failed")
+        })
+        .await?;
+        let tries = attempts(&app, &key, id, m["id"].as_str().unwrap()).await?;
+        assert_eq!(tries.len(), 1, "the one-entry schedule allows one attempt");
+        if id == &slow_id {
+            assert_eq!(tries[0]["error"], "timed out after 300 ms", "{}", tries[0]);
+        } else {
+            assert_eq!(tries[0]["response_status"], 307, "{}", tries[0]);
+        }
+    }
+    assert!(
+        target.received().is_empty(),
+        "the redirect was not followed"
+    );
+    app.stop().await
+}
