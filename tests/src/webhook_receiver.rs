@@ -122,6 +122,20 @@ impl Receiver {
         Ok(())
     }
 
+    /// How many requests arrived (cheap: no copies).
+    pub fn count(&self) -> usize {
+        lock(&self.shared).received.len()
+    }
+
+    /// Whether a request whose body contains `needle` arrived.
+    pub fn has_body_containing(&self, needle: &str) -> bool {
+        lock(&self.shared)
+            .received
+            .iter()
+            .rev()
+            .any(|r| String::from_utf8_lossy(&r.body).contains(needle))
+    }
+
     pub fn received(&self) -> Vec<Received> {
         lock(&self.shared).received.clone()
     }
