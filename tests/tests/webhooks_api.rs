@@ -180,6 +180,14 @@ async fn webhook_endpoint_lifecycle_and_tenant_isolation() -> anyhow::Result<()>
         first["endpoint"]["id"], again["endpoint"]["id"],
         "Idempotency-Key replays the creation"
     );
+    assert_eq!(first["secret"], again["secret"]);
+    let in_clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM idempotency_keys WHERE position('whsec_'::bytea IN body) > 0",
+    )
+    .fetch_one(&app.running().state.pool)
+    .await?;
+    assert_eq!(in_clear, 0, "the stored replay copy is sealed");
+    assert_eq!(app.count("idempotency_keys").await?, 1);
     assert_eq!(app.count("webhook_endpoints").await?, 3);
     app.stop().await
 }

@@ -6,15 +6,16 @@
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, TenantAuth};
+use super::middleware::SecretBearing;
 use super::pagination::{Page, PageParams};
 use super::webhook_input::{self, CreateEndpoint, UpdateEndpoint};
 use crate::db;
 use crate::db::webhooks::{EndpointRecord, NewEndpoint};
 use crate::webhooks::signature::SigningSecret;
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -79,7 +80,14 @@ pub async fn create(
     State(state): State<AppState>,
     auth: TenantAuth,
     JsonBody(input): JsonBody<CreateEndpoint>,
-) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        Extension<SecretBearing>,
+        Json<EndpointWithSecret>,
+    ),
+    ApiError,
+> {
     let (url, changes) = webhook_input::parse_new(input, state.settings.webhooks.allow_http)
         .map_err(ApiError::from_fields)?;
     check_address(&state, &url).await?;
@@ -104,7 +112,11 @@ pub async fn create(
     }
     let e = db::webhooks::insert(&mut *tx, auth.tenant.id, &new).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(with_secret(&e, &secret))))
+    Ok((
+        StatusCode::CREATED,
+        Extension(SecretBearing),
+        Json(with_secret(&e, &secret)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", params(PageParams),
@@ -179,7 +191,7 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     auth: TenantAuth,
     Path(id): Path<String>,
-) -> Result<Json<EndpointWithSecret>, ApiError> {
+) -> Result<(Extension<SecretBearing>, Json<EndpointWithSecret>), ApiError> {
     let id = parse_id(&id)?;
     let secret = SigningSecret::generate();
     let sealed = state.webhooks.seal(id, &secret).map_err(no_key)?;
@@ -187,7 +199,7 @@ pub async fn rotate_secret(
     let e = db::webhooks::rotate_secret(&state.pool, auth.tenant.id, id, &sealed, overlap)
         .await?
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
-    Ok(Json(with_secret(&e, &secret)))
+    Ok((Extension(SecretBearing), Json(with_secret(&e, &secret))))
 }
 
 fn with_secret(e: &EndpointRecord, secret: &SigningSecret) -> EndpointWithSecret {
