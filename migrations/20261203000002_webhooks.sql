@@ -55,6 +55,8 @@ CREATE TABLE webhook_messages (
     -- a worker that dies mid-send loses the lease and the message is sent again.
     leased_until          timestamptz,
     lease_token           uuid,
+    -- The dispatcher that leased it: each caps what it has in flight.
+    leased_by             uuid,
     last_response_status  integer,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
@@ -62,6 +64,8 @@ CREATE TABLE webhook_messages (
 );
 CREATE INDEX webhook_messages_due ON webhook_messages (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_messages_endpoint ON webhook_messages (endpoint_id, id);
+CREATE INDEX webhook_messages_leased ON webhook_messages (leased_by)
+    WHERE status = 'pending' AND leased_by IS NOT NULL;
 
 CREATE TABLE webhook_attempts (
     id               uuid PRIMARY KEY,

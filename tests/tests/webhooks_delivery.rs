@@ -538,3 +538,70 @@ async fn webhook_timeouts_and_redirects_are_failures_and_redirects_are_not_follo
     );
     app.stop().await
 }
+
+/// A backlog behind a slow endpoint stays in the table: each dispatcher
+/// leases at most 4 × concurrency messages at a time.
+#[tokio::test]
+async fn webhook_dispatcher_caps_what_it_has_in_flight() -> anyhow::Result<()> {
+    use portico_control_plane::jobs::webhooks::{Pass, tick_once};
+    let mut vars: Vec<(&str, &str)> = FAST_DELIVERY.to_vec();
+    vars.push(("PORTICO_WEBHOOK_CONCURRENCY", "1"));
+    let app = TestApp::spawn(&vars).await?; // no workers: the test drives the passes
+    let (_, key) = app.tenant("free").await?;
+    let (endpoint, _) = create_endpoint(&app, &key, json!({"url": "http://127.0.0.1:9/"})).await?;
+    for _ in 0..10 {
+        let (status, _) = app
+            .call(
+                Method::POST,
+                &format!("/v1/webhook-endpoints/{endpoint}/test"),
+                &key,
+                None,
+            )
+            .await?;
+        assert_eq!(status, 202);
+    }
+    let ctx = portico_control_plane::app::job_context(&app.running().state);
+    let (one, two) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    assert_eq!(
+        tick_once(&ctx, one).await?,
+        Pass {
+            enqueued: 4,
+            full: true
+        }
+    );
+    assert_eq!(
+        tick_once(&ctx, one).await?,
+        Pass {
+            enqueued: 0,
+            full: true
+        }
+    );
+    assert_eq!(
+        tick_once(&ctx, two).await?,
+        Pass {
+            enqueued: 4,
+            full: true
+        }
+    );
+    assert_eq!(
+        tick_once(&ctx, two).await?,
+        Pass {
+            enqueued: 0,
+            full: true
+        }
+    );
+    let three = uuid::Uuid::now_v7();
+    assert_eq!(
+        tick_once(&ctx, three).await?,
+        Pass {
+            enqueued: 2,
+            full: false
+        }
+    );
+    let queued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = 'deliver_webhook'")
+            .fetch_one(&app.running().state.pool)
+            .await?;
+    assert_eq!(queued, 10, "one job per leased message");
+    app.stop().await
+}

@@ -25,6 +25,7 @@ pub struct MessageRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub leased_until: Option<DateTime<Utc>>,
     pub lease_token: Option<Uuid>,
+    pub leased_by: Option<Uuid>,
     pub last_response_status: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -144,14 +145,17 @@ pub async fn insert(
     Ok(done.rows_affected())
 }
 
-/// Leases up to `limit` due messages of enabled endpoints; returns (message, token).
+/// Leases up to `limit` due messages of enabled endpoints for `owner`;
+/// returns (message, token).
 pub async fn claim_due(
     conn: &mut PgConnection,
     limit: i64,
     lease: Duration,
+    owner: Uuid,
 ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"UPDATE webhook_messages SET leased_until = now() + make_interval(secs => $2), lease_token = gen_random_uuid()
+        r#"UPDATE webhook_messages SET leased_until = now() + make_interval(secs => $2),
+               lease_token = gen_random_uuid(), leased_by = $3
            WHERE id IN (
                SELECT m.id FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
                WHERE m.status = 'pending' AND m.next_attempt_at <= now()
@@ -159,11 +163,23 @@ pub async fn claim_due(
                ORDER BY m.next_attempt_at LIMIT $1 FOR UPDATE OF m SKIP LOCKED)
            RETURNING id, lease_token AS "lease_token!""#,
         limit,
-        lease.as_secs_f64()
+        lease.as_secs_f64(),
+        owner
     )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.lease_token)).collect())
+}
+
+/// Messages `owner` has leased and not finished (lease still running).
+pub async fn in_flight(db: &PgPool, owner: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM webhook_messages
+           WHERE status = 'pending' AND leased_by = $1 AND leased_until > now()"#,
+        owner
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// A pending message still held by `token`.
@@ -217,7 +233,7 @@ pub async fn record_attempt(
         "UPDATE webhook_messages SET attempts = attempts + 1,
              status = CASE WHEN $3 THEN 'succeeded' WHEN $4::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
              next_attempt_at = $4, last_response_status = $5,
-             leased_until = NULL, lease_token = NULL, updated_at = now()
+             leased_until = NULL, lease_token = NULL, leased_by = NULL, updated_at = now()
          WHERE id = $1 AND lease_token = $2",
         id,
         token,
@@ -233,7 +249,7 @@ pub async fn record_attempt(
 /// A message whose endpoint is gone or disabled will not be sent.
 pub async fn cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE webhook_messages SET status = 'cancelled', leased_until = NULL, lease_token = NULL, updated_at = now()
+        "UPDATE webhook_messages SET status = 'cancelled', leased_until = NULL, lease_token = NULL, leased_by = NULL, updated_at = now()
          WHERE id = $1 AND status = 'pending'",
         id
     )
@@ -245,7 +261,7 @@ pub async fn cancel(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error
 /// Every pending message of a (just disabled) endpoint.
 pub async fn cancel_pending(db: impl PgExecutor<'_>, endpoint: Uuid) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
-        "UPDATE webhook_messages SET status = 'cancelled', leased_until = NULL, lease_token = NULL, updated_at = now()
+        "UPDATE webhook_messages SET status = 'cancelled', leased_until = NULL, lease_token = NULL, leased_by = NULL, updated_at = now()
          WHERE endpoint_id = $1 AND status = 'pending'",
         endpoint
     )

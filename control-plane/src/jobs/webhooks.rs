@@ -4,6 +4,10 @@
 //! `deliver_webhook` job each, in the lease's transaction. A worker that
 //! dies mid-send loses nothing: when the lease ends the message is due
 //! again and is sent with the same `webhook-id`.
+//!
+//! Each dispatcher keeps at most [`IN_FLIGHT_PER_SLOT`] × concurrency
+//! messages leased, so a backlog behind a slow endpoint waits in the table
+//! (due, unleased) instead of as jobs whose leases run out in the queue.
 
 use super::JobContext;
 use crate::db;
@@ -18,7 +22,10 @@ use uuid::Uuid;
 
 pub const QUEUE: &str = "deliver_webhook";
 const CHANNEL: &str = "portico_events";
-const CLAIM_BATCH: i64 = 500;
+/// Leased-but-unfinished messages per delivery slot of this process.
+pub const IN_FLIGHT_PER_SLOT: i64 = 4;
+/// Pause before the next pass while a backlog is waiting for room.
+const BACKLOG_PAUSE: Duration = Duration::from_millis(25);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeliverWebhook {
@@ -44,38 +51,60 @@ async fn dispatcher(ctx: JobContext, stop: CancellationToken) {
     }
     let mut tick = tokio::time::interval(ctx.settings.webhooks.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let owner = Uuid::now_v7();
+    let mut backlog = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = tokio::time::sleep(BACKLOG_PAUSE), if backlog => {}
             n = async { match listener.as_mut() { Some(l) => l.try_recv().await.ok().flatten(), None => std::future::pending().await } } => {
                 // The LISTEN connection dropped; sqlx reconnects on the next call.
                 if n.is_none() { tokio::time::sleep(Duration::from_millis(100)).await; } // allow-sleep: pause before reconnecting
             }
         }
-        if let Err(e) = tick_once(&ctx).await {
-            tracing::warn!(error = %e, "webhook dispatch failed; retrying next tick");
-        }
+        backlog = match tick_once(&ctx, owner).await {
+            Ok(pass) => pass.full,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook dispatch failed; retrying next tick");
+                false
+            }
+        };
     }
 }
 
-/// One pass: dispatch new events, then enqueue every due message. Public
-/// so tests and benchmarks can drive it.
-pub async fn tick_once(ctx: &JobContext) -> anyhow::Result<usize> {
+/// What one pass did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pass {
+    /// Messages leased and enqueued.
+    pub enqueued: usize,
+    /// The in-flight cap was reached: more may be due.
+    pub full: bool,
+}
+
+/// One pass for dispatcher `owner`: dispatch new events, then lease due
+/// messages up to the in-flight cap and enqueue them. Public so tests and
+/// benchmarks can drive it.
+pub async fn tick_once(ctx: &JobContext, owner: Uuid) -> anyhow::Result<Pass> {
     dispatch::dispatch(&ctx.pool).await?;
-    let mut total = 0;
-    loop {
-        let mut tx = ctx.pool.begin().await?;
-        let due =
-            db::webhook_messages::claim_due(&mut tx, CLAIM_BATCH, ctx.settings.webhooks.lease)
-                .await?;
-        enqueue(&mut tx, &due).await?;
-        tx.commit().await?;
-        total += due.len();
-        if due.len() < CLAIM_BATCH as usize {
-            return Ok(total);
-        }
+    let slots = i64::try_from(ctx.settings.webhooks.concurrency).unwrap_or(i64::MAX);
+    let cap = slots.saturating_mul(IN_FLIGHT_PER_SLOT);
+    let room = cap - db::webhook_messages::in_flight(&ctx.pool, owner).await?;
+    if room <= 0 {
+        return Ok(Pass {
+            enqueued: 0,
+            full: true,
+        });
     }
+    let mut tx = ctx.pool.begin().await?;
+    let due =
+        db::webhook_messages::claim_due(&mut tx, room, ctx.settings.webhooks.lease, owner).await?;
+    enqueue(&mut tx, &due).await?;
+    tx.commit().await?;
+    Ok(Pass {
+        enqueued: due.len(),
+        full: due.len() as i64 == room,
+    })
 }
 
 async fn enqueue(conn: &mut sqlx::PgConnection, due: &[(Uuid, Uuid)]) -> anyhow::Result<()> {
