@@ -605,3 +605,72 @@ async fn webhook_dispatcher_caps_what_it_has_in_flight() -> anyhow::Result<()> {
     assert_eq!(queued, 10, "one job per leased message");
     app.stop().await
 }
+
+/// Dispatchers racing over the same outbox create one message per event
+/// and endpoint; retention forgets finished messages only.
+#[tokio::test]
+async fn webhook_dispatch_is_idempotent_and_retention_keeps_pending_messages() -> anyhow::Result<()>
+{
+    use portico_control_plane::db::webhook_messages::prune;
+    use portico_control_plane::webhooks::dispatch::dispatch;
+    let app = TestApp::spawn(FAST_DELIVERY).await?; // no workers
+    let (_, key) = app.tenant("pro").await?;
+    for _ in 0..2 {
+        create_endpoint(&app, &key, json!({"url": "http://127.0.0.1:9/"})).await?;
+    }
+    let items: Vec<Value> = (0..300)
+        .map(|i| json!({"hostname": format!("d{i}.example.com"), "target": "10.0.0.1:80"}))
+        .collect();
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/domains:batch",
+            &key,
+            Some(json!({"items": items})),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let pool = app.running().state.pool.clone();
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn({
+                let pool = pool.clone();
+                async move { dispatch(&pool).await }
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for r in racers {
+        created += r.await??;
+    }
+    assert_eq!(created, 600, "300 events × 2 endpoints, each once");
+    assert_eq!(dispatch(&pool).await?, 0);
+    assert_eq!(app.count("webhook_messages").await?, 600);
+
+    sqlx::query(
+        "UPDATE webhook_messages SET status = 'succeeded', updated_at = now() - interval '2 days'",
+    )
+    .execute(&pool)
+    .await?;
+    let (endpoint, _) = create_endpoint(&app, &key, json!({"url": "http://127.0.0.1:9/"})).await?;
+    app.call(
+        Method::POST,
+        &format!("/v1/webhook-endpoints/{endpoint}/test"),
+        &key,
+        None,
+    )
+    .await?;
+    sqlx::query("UPDATE webhook_messages SET updated_at = now() - interval '2 days' WHERE status = 'pending'")
+        .execute(&pool)
+        .await?;
+    assert_eq!(
+        prune(&pool, std::time::Duration::from_secs(86_400)).await?,
+        600
+    );
+    assert_eq!(
+        app.count("webhook_messages").await?,
+        1,
+        "the pending message stays"
+    );
+    app.stop().await
+}

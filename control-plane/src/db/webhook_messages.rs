@@ -364,3 +364,16 @@ pub async fn events_between(
     .fetch_all(db)
     .await
 }
+
+/// Forgets finished messages (and their attempts) last touched before
+/// `older_than` ago. Pending ones stay; replay re-creates any from the outbox.
+pub async fn prune(db: &PgPool, older_than: Duration) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM webhook_messages
+         WHERE status <> 'pending' AND updated_at < now() - make_interval(secs => $1)",
+        older_than.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

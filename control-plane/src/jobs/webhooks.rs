@@ -24,6 +24,8 @@ pub const QUEUE: &str = "deliver_webhook";
 const CHANNEL: &str = "portico_events";
 /// Leased-but-unfinished messages per delivery slot of this process.
 pub const IN_FLIGHT_PER_SLOT: i64 = 4;
+/// How often finished messages older than the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Pause before the next pass while a backlog is waiting for room.
 const BACKLOG_PAUSE: Duration = Duration::from_millis(25);
 
@@ -53,10 +55,12 @@ async fn dispatcher(ctx: JobContext, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let owner = Uuid::now_v7();
     let mut backlog = false;
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = prune.tick() => prune_old(&ctx).await,
             _ = tokio::time::sleep(BACKLOG_PAUSE), if backlog => {}
             n = async { match listener.as_mut() { Some(l) => l.try_recv().await.ok().flatten(), None => std::future::pending().await } } => {
                 // The LISTEN connection dropped; sqlx reconnects on the next call.
@@ -105,6 +109,14 @@ pub async fn tick_once(ctx: &JobContext, owner: Uuid) -> anyhow::Result<Pass> {
         enqueued: due.len(),
         full: due.len() as i64 == room,
     })
+}
+
+async fn prune_old(ctx: &JobContext) {
+    match db::webhook_messages::prune(&ctx.pool, ctx.settings.webhooks.retain).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "old webhook messages pruned"),
+        Err(e) => tracing::warn!(error = %e, "pruning webhook messages failed"),
+    }
 }
 
 async fn enqueue(conn: &mut sqlx::PgConnection, due: &[(Uuid, Uuid)]) -> anyhow::Result<()> {

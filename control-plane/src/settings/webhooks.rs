@@ -26,6 +26,8 @@ pub struct WebhookSettings {
     /// How long a claimed message belongs to one delivery job.
     pub lease: Duration,
     pub max_endpoints_per_tenant: i64,
+    /// Finished messages and their attempts are kept this long.
+    pub retain: Duration,
     /// Deliveries in flight per worker process.
     pub concurrency: usize,
 }
@@ -70,6 +72,9 @@ pub(super) fn webhook_settings(raw: &Raw) -> Result<WebhookSettings, SettingsErr
         tick: Duration::from_millis(u64::from(positive(raw, "PORTICO_WEBHOOK_TICK_MS", 1_000)?)),
         lease,
         max_endpoints_per_tenant: i64::from(positive(raw, "PORTICO_WEBHOOK_MAX_ENDPOINTS", 20)?),
+        retain: Duration::from_secs(
+            raw.parse_or("PORTICO_WEBHOOK_RETAIN_SECS", Some(30 * 86_400))?,
+        ),
         concurrency: usize::try_from(positive(raw, "PORTICO_WEBHOOK_CONCURRENCY", 32)?)
             .unwrap_or(32),
     })
