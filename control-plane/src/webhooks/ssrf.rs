@@ -332,6 +332,32 @@ mod tests {
         assert_eq!(code(&long, false), "too_long");
     }
 
+    proptest::proptest! {
+        /// No IPv6 spelling of an IPv4 address gets through, whatever the address.
+        #[test]
+        fn ipv6_forms_of_ipv4_are_always_refused(v4 in proptest::prelude::any::<u32>()) {
+            let v4 = Ipv4Addr::from(v4);
+            let [a, b, c, d] = v4.octets();
+            let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+            let six_to_four = Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1);
+            for ip in [v4.to_ipv6_mapped(), nat64, six_to_four] {
+                proptest::prop_assert!(forbidden_reason(IpAddr::V6(ip)).is_some(), "{ip}");
+            }
+        }
+
+        /// Hostile strings are refused or parsed, never a panic, and what
+        /// parses is https with a host.
+        #[test]
+        fn parse_url_never_panics(raw in "\\PC{0,80}", tail in "[a-z0-9:/@.\\[\\]%#?-]{0,40}") {
+            for candidate in [raw.clone(), format!("https://{tail}"), format!("https://{raw}")] {
+                if let Ok(url) = parse_url(&candidate, false) {
+                    proptest::prop_assert_eq!(url.scheme(), "https");
+                    proptest::prop_assert!(url.host().is_some());
+                }
+            }
+        }
+    }
+
     struct Fixed(Vec<IpAddr>);
 
     impl HostResolver for Fixed {
