@@ -38,6 +38,7 @@ pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Resu
     let limiter =
         api::middleware::limiter(settings.limits.rate_per_second, settings.limits.rate_burst);
     let settings = Arc::new(settings);
+    let webhooks = crate::webhooks::Webhooks::new(settings.clone())?;
     let latest = publish::notifier::spawn(pool.clone(), stop.clone());
     Ok(AppState {
         publisher: Publisher::new(pool.clone(), settings.clone(), latest),
@@ -45,6 +46,7 @@ pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Resu
         settings,
         dns,
         limiter,
+        webhooks,
     })
 }
 
@@ -53,6 +55,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         pool: state.pool.clone(),
         settings: state.settings.clone(),
         dns: state.dns.clone(),
+        webhooks: state.webhooks.clone(),
     }
 }
 

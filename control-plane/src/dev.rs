@@ -61,6 +61,9 @@ fn dev_settings(dev_dir: &Path, dns: Option<SocketAddr>) -> anyhow::Result<Setti
     let defaults = [
         ("PORTICO_WORKER_IN_SERVE", "true"),
         ("PORTICO_ALLOW_LOCAL_TARGETS", "true"),
+        // Webhooks to a receiver on this machine (http://127.0.0.1:PORT/...).
+        ("PORTICO_WEBHOOK_ALLOW_HTTP", "true"),
+        ("PORTICO_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("PORTICO_EDGE_IPV4", "127.0.0.1"),
         ("PORTICO_DNS_TIMEOUT_MS", "1500"),
         ("PORTICO_DNS_NAMESERVERS", nameserver.as_str()),
@@ -423,6 +426,11 @@ fn print_dev_instructions(i: &DevInstructions<'_>) {
         }
         None => println!("Operator endpoints (/v1/ops/edges) need PORTICO_OPERATOR_TOKEN."),
     }
+    println!("Receive signed webhooks on this machine (dev mode allows http and local targets):");
+    println!("  curl -sS -X POST {base}/v1/webhook-endpoints -H 'Authorization: Bearer {key}' \\");
+    println!(
+        "    -H 'Content-Type: application/json' -d '{{\"url\": \"http://127.0.0.1:9000/hooks\"}}'"
+    );
     println!();
     println!("Press Ctrl-C to stop the edge, the upstream, the control plane and the DNS server.");
 }

@@ -9,7 +9,8 @@
 //! ([`jobs`]): a periodic fan-out enqueues one `check_domain_dns` job per due
 //! domain; the job resolves the records, builds a [`dns::Diagnosis`] and feeds
 //! it to the pure status machine in [`domain_status`], whose transition is
-//! stored together with its event.
+//! stored together with its event. [`webhooks`] turns outbox events into
+//! signed deliveries to the tenants' endpoints.
 //!
 //! [`settings`] turns raw environment variables (and an optional TOML file)
 //! into typed, validated settings; [`app`] wires everything into a running
@@ -34,3 +35,4 @@ pub mod settings;
 pub mod target;
 pub mod telemetry;
 pub mod verification;
+pub mod webhooks;

@@ -14,6 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod webhooks;
+pub use webhooks::{WebhookSettings, parse_schedule};
+
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {message}")]
 pub struct SettingsError {
@@ -42,6 +45,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub config: ConfigSettings,
     pub certificates: CertificateSettings,
+    pub webhooks: WebhookSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
 }
@@ -248,6 +252,7 @@ impl Settings {
                 )?)),
             },
             certificates: certificate_settings(raw)?,
+            webhooks: webhooks::webhook_settings(raw)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )

@@ -11,6 +11,7 @@ pub mod edge;
 pub mod fault_proxy;
 pub mod pebble;
 pub mod relay;
+pub mod webhook_receiver;
 
 use anyhow::Context;
 use portico_control_plane::app::{self, Options, Running};

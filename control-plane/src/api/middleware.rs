@@ -112,7 +112,7 @@ pub async fn idempotency(
         Reservation::Existing { response: None, .. } => Err(ApiError::IdempotencyInProgress),
         Reservation::Existing {
             response: Some(r), ..
-        } => Ok(replay(r)),
+        } => replay(&state, &scope, &key, r),
         Reservation::Reserved => {
             let resp = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
@@ -144,6 +144,18 @@ async fn store(
             )));
         }
     };
+    let body = if parts.extensions.get::<SecretBearing>().is_some() {
+        match seal_stored(state, scope, key, &bytes) {
+            Some(sealed) => sealed,
+            None => {
+                // Never store a secret in the clear: this key simply won't replay.
+                idempotency::release(&state.pool, scope, key).await?;
+                return Ok(Response::from_parts(parts, Body::from(bytes)));
+            }
+        }
+    } else {
+        bytes.to_vec()
+    };
     let stored = StoredResponse {
         status_code: status.as_u16(),
         content_type: parts
@@ -151,14 +163,74 @@ async fn store(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        body: bytes.to_vec(),
+        body,
     };
     idempotency::complete(&state.pool, scope, key, &stored).await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-fn replay(r: StoredResponse) -> Response {
-    let mut resp = Response::new(Body::from(r.body));
+/// Marks a response that shows a secret (a webhook signing secret): the
+/// copy kept for `Idempotency-Key` replays is sealed with the configured
+/// keys, like every other secret at rest.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretBearing;
+
+/// Prefix of a sealed stored body: magic, key-id length, key id, sealed bytes.
+const SEALED_MAGIC: &[u8] = b"portico-sealed-v1:";
+
+fn seal_context(scope: &[u8], key: &str) -> Vec<u8> {
+    let mut c = b"idempotency:".to_vec();
+    c.extend_from_slice(scope);
+    c.extend_from_slice(key.as_bytes());
+    c
+}
+
+fn seal_stored(state: &AppState, scope: &[u8], key: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let sealed = state
+        .settings
+        .encryption_keys
+        .seal(body, &seal_context(scope, key))
+        .ok()?;
+    let mut out = SEALED_MAGIC.to_vec();
+    out.push(u8::try_from(sealed.key_id.len()).ok()?);
+    out.extend_from_slice(sealed.key_id.as_bytes());
+    out.extend_from_slice(&sealed.bytes);
+    Some(out)
+}
+
+fn open_stored(
+    state: &AppState,
+    scope: &[u8],
+    key: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
+    let Some(rest) = body.strip_prefix(SEALED_MAGIC) else {
+        return Ok(body);
+    };
+    let fail = || {
+        ApiError::Internal(anyhow::anyhow!(
+            "a stored idempotent response does not open"
+        ))
+    };
+    let (&len, rest) = rest.split_first().ok_or_else(fail)?;
+    let (key_id, sealed) = rest.split_at_checked(usize::from(len)).ok_or_else(fail)?;
+    let key_id = std::str::from_utf8(key_id).map_err(|_| fail())?;
+    state
+        .settings
+        .encryption_keys
+        .open(key_id, sealed, &seal_context(scope, key))
+        .map(|plain| plain.expose().clone())
+        .map_err(|_| fail())
+}
+
+fn replay(
+    state: &AppState,
+    scope: &[u8],
+    key: &str,
+    r: StoredResponse,
+) -> Result<Response, ApiError> {
+    let body = open_stored(state, scope, key, r.body)?;
+    let mut resp = Response::new(Body::from(body));
     *resp.status_mut() =
         axum::http::StatusCode::from_u16(r.status_code).unwrap_or(axum::http::StatusCode::OK);
     if let Some(ct) = r.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -166,5 +238,5 @@ fn replay(r: StoredResponse) -> Response {
     }
     resp.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    resp
+    Ok(resp)
 }

@@ -15,6 +15,10 @@ pub mod extract;
 pub mod middleware;
 pub mod pagination;
 pub mod tenants;
+pub mod webhook_input;
+pub mod webhook_messages;
+pub mod webhook_schemas;
+pub mod webhooks;
 
 use crate::dns::DnsChecker;
 use crate::settings::Settings;
@@ -50,13 +54,19 @@ pub struct AppState {
     pub dns: DnsChecker,
     pub limiter: Arc<middleware::KeyedLimiter>,
     pub publisher: crate::publish::Publisher,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portico API", version = "1", description = "Custom domains with automatic TLS. Errors are application/problem+json."),
     modifiers(&SecuritySchemes),
-    components(schemas(error::Problem, error::FieldError))
+    components(schemas(error::Problem, error::FieldError,
+        webhook_schemas::WebhookPayload, webhook_schemas::DomainEventPayload,
+        webhook_schemas::CertificateEventPayload, webhook_schemas::CertificateIssuedData,
+        webhook_schemas::CertificateFailedData, webhook_schemas::EndpointDisabledEventPayload,
+        webhook_schemas::WebhookTestEventPayload, webhook_schemas::WebhookTestData,
+        webhook_schemas::HealthEventPayload))
 )]
 struct ApiDoc;
 
@@ -97,6 +107,14 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(tenants::revoke_key))
         .routes(routes!(events::list))
         .routes(routes!(edges::create, edges::list))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhook_messages::list))
+        .routes(routes!(webhook_messages::attempts))
+        .routes(routes!(webhook_messages::retry))
+        .routes(routes!(webhook_messages::replay))
+        .routes(routes!(webhook_messages::test))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::idempotency,

@@ -27,6 +27,17 @@ pub enum EventType {
     CertificateRenewed,
     #[serde(rename = "certificate.failed")]
     CertificateFailed,
+    /// Sent only by `POST /v1/webhook-endpoints/{id}/test`, to that endpoint.
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
+    #[serde(rename = "webhook_endpoint.disabled")]
+    WebhookEndpointDisabled,
+    /// Reserved for health checks (not emitted yet).
+    #[serde(rename = "health.degraded")]
+    HealthDegraded,
+    /// Reserved for health checks (not emitted yet).
+    #[serde(rename = "health.recovered")]
+    HealthRecovered,
 }
 
 impl EventType {
@@ -41,7 +52,32 @@ impl EventType {
             EventType::CertificateIssued => "certificate.issued",
             EventType::CertificateRenewed => "certificate.renewed",
             EventType::CertificateFailed => "certificate.failed",
+            EventType::WebhookTest => "webhook.test",
+            EventType::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            EventType::HealthDegraded => "health.degraded",
+            EventType::HealthRecovered => "health.recovered",
         }
+    }
+
+    /// Every type, in documentation order.
+    pub const ALL: [EventType; 13] = [
+        EventType::DomainCreated,
+        EventType::DomainVerified,
+        EventType::DomainMisconfigured,
+        EventType::DomainRecovered,
+        EventType::DomainStale,
+        EventType::DomainDeleted,
+        EventType::CertificateIssued,
+        EventType::CertificateRenewed,
+        EventType::CertificateFailed,
+        EventType::WebhookTest,
+        EventType::WebhookEndpointDisabled,
+        EventType::HealthDegraded,
+        EventType::HealthRecovered,
+    ];
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 

@@ -14,6 +14,8 @@ pub mod idempotency;
 pub mod orders;
 pub mod published;
 pub mod tenants;
+pub mod webhook_messages;
+pub mod webhooks;
 
 use crate::secret::Secret;
 use sqlx::PgPool;

@@ -6,10 +6,12 @@
 //!   claims the domains that are due and enqueues one `check_domain_dns` job
 //!   each, in the same transaction as the claim.
 //! - [`dns_check`]: one DNS check for one domain.
+//! - [`webhooks`]: the webhook dispatcher and the `deliver_webhook` worker.
 
 pub mod dns_check;
 pub mod issuance;
 pub mod scheduler;
+pub mod webhooks;
 
 use crate::dns::DnsChecker;
 use crate::settings::Settings;
@@ -23,14 +25,17 @@ pub struct JobContext {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub dns: DnsChecker,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Runs the workers and the scheduler until `stop` is cancelled.
 pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
     tokio::spawn(issuance::start(ctx.clone(), stop.clone()));
     let worker = tokio::spawn(dns_check::worker(ctx.clone(), stop.clone()));
+    let webhooks = tokio::spawn(webhooks::run(ctx.clone(), stop.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx, stop));
     worker.await??;
     scheduler.await?;
+    webhooks.await??;
     Ok(())
 }
