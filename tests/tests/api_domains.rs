@@ -335,5 +335,43 @@ async fn api_keys_can_be_created_listed_and_revoked() -> anyhow::Result<()> {
         (status, &p["type"]),
         (401, &json!("https://portico.dev/problems/unauthorized"))
     );
+
+    // With an Idempotency-Key the replay shows the same key, and the copy
+    // kept for replays is sealed: no key or edge token in the clear.
+    let post = |path: &'static str, bearer: String, body: serde_json::Value| {
+        app.http
+            .post(app.url(path))
+            .bearer_auth(bearer)
+            .header("idempotency-key", path)
+            .json(&body)
+            .send()
+    };
+    let first: serde_json::Value = post("/v1/api-keys", key.clone(), json!({"name": "x"}))
+        .await?
+        .json()
+        .await?;
+    let again: serde_json::Value = post("/v1/api-keys", key.clone(), json!({"name": "x"}))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(first["key"], again["key"], "{first} {again}");
+    let op = portico_e2e::OPERATOR_TOKEN.to_string();
+    let edge = post(
+        "/v1/ops/edges",
+        op.clone(),
+        json!({"name": "lhr-9", "region": "lhr"}),
+    )
+    .await?;
+    assert_eq!(edge.status(), 201);
+    let tenant = post("/v1/tenants", op, json!({"name": "t"})).await?;
+    assert_eq!(tenant.status(), 201);
+    let in_clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM idempotency_keys
+         WHERE position('ptk_'::bytea IN body) > 0 OR position('pte_'::bytea IN body) > 0",
+    )
+    .fetch_one(&app.running().state.pool)
+    .await?;
+    assert_eq!(in_clear, 0, "the stored replay copies are sealed");
+    assert_eq!(app.count("idempotency_keys").await?, 3);
     app.stop().await
 }

@@ -6,11 +6,13 @@
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, OperatorAuth, bearer};
+use super::middleware::SecretBearing;
 use crate::api_key::{EDGE_SCHEME, NewApiKey, PresentedKey};
 use crate::db;
 use crate::db::edges::{EdgeRecord, HeartbeatRecord};
 use crate::ids::EdgeId;
 use crate::publish::{frames, stream};
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -132,9 +134,10 @@ pub async fn create(
     State(state): State<AppState>,
     _op: OperatorAuth,
     JsonBody(input): JsonBody<CreateEdge>,
-) -> Result<(StatusCode, Json<CreatedEdge>), ApiError> {
+) -> Result<(StatusCode, Extension<SecretBearing>, Json<CreatedEdge>), ApiError> {
     let created = create_edge(&state.pool, &input.name, &input.region).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    // The response shows a secret: its Idempotency-Key copy is sealed.
+    Ok((StatusCode::CREATED, Extension(SecretBearing), Json(created)))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

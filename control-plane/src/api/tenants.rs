@@ -3,11 +3,13 @@
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::{JsonBody, OperatorAuth, TenantAuth};
+use super::middleware::SecretBearing;
 use crate::api_key::NewApiKey;
 use crate::db;
 use crate::db::api_keys::ApiKeyInfo;
 use crate::db::tenants::{Plan, Tenant};
 use crate::ids::{ApiKeyId, TenantId};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -85,9 +87,10 @@ pub async fn create(
     State(state): State<AppState>,
     _op: OperatorAuth,
     JsonBody(input): JsonBody<CreateTenant>,
-) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
+) -> Result<(StatusCode, Extension<SecretBearing>, Json<CreatedTenant>), ApiError> {
     let created = create_tenant(&state.pool, &input.name, input.plan.unwrap_or(Plan::Free)).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    // The response shows a secret: its Idempotency-Key copy is sealed.
+    Ok((StatusCode::CREATED, Extension(SecretBearing), Json(created)))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "operator", params(("id" = String, Path)),
@@ -152,7 +155,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     auth: TenantAuth,
     JsonBody(input): JsonBody<CreateApiKey>,
-) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+) -> Result<(StatusCode, Extension<SecretBearing>, Json<CreatedApiKey>), ApiError> {
     let name = input.name.unwrap_or_default();
     if name.chars().count() > 100 {
         return Err(ApiError::field(
@@ -163,7 +166,8 @@ pub async fn create_key(
     }
     let mut conn = state.pool.acquire().await?;
     let created = insert_key(&mut conn, auth.tenant.id, &name).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    // The response shows a secret: its Idempotency-Key copy is sealed.
+    Ok((StatusCode::CREATED, Extension(SecretBearing), Json(created)))
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
