@@ -231,12 +231,9 @@ impl World {
     }
 
     /// The machine's index, after applying due transitions.
-    fn find(&mut self, id: &str) -> Result<usize, Response> {
+    fn find(&mut self, id: &str) -> Option<usize> {
         self.settle();
-        self.machines
-            .iter()
-            .position(|m| m.id == id)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, "machine not found"))
+        self.machines.iter().position(|m| m.id == id)
     }
 
     fn json(&self, m: &FakeMachine) -> Value {
@@ -261,6 +258,10 @@ impl World {
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "machine not found")
 }
 
 fn ok() -> Response {
@@ -331,8 +332,8 @@ async fn list(State(world): State<Shared>) -> Response {
 async fn show(State(world): State<Shared>, Path((_, id)): Path<(String, String)>) -> Response {
     let mut w = world.lock().unwrap();
     match w.find(&id) {
-        Ok(at) => Json(w.json(&w.machines[at])).into_response(),
-        Err(e) => e,
+        Some(at) => Json(w.json(&w.machines[at])).into_response(),
+        None => not_found(),
     }
 }
 
@@ -346,8 +347,8 @@ async fn create(State(world): State<Shared>, Json(body): Json<Value>) -> Respons
     let mut w = world.lock().unwrap();
     let id = w.insert(name, region, config);
     match w.find(&id) {
-        Ok(at) => Json(w.json(&w.machines[at])).into_response(),
-        Err(e) => e,
+        Some(at) => Json(w.json(&w.machines[at])).into_response(),
+        None => not_found(),
     }
 }
 
@@ -358,8 +359,8 @@ async fn destroy(
 ) -> Response {
     let mut w = world.lock().unwrap();
     let state = match w.find(&id) {
-        Ok(at) => w.machines[at].state.clone(),
-        Err(e) => return e,
+        Some(at) => w.machines[at].state.clone(),
+        None => return not_found(),
     };
     let force = q.get("force").is_some_and(|f| f == "true");
     if !force && !matches!(state.as_str(), "stopped" | "created" | "suspended") {
@@ -378,8 +379,8 @@ async fn act(
 ) -> Response {
     let mut w = world.lock().unwrap();
     let state = match w.find(&id) {
-        Ok(at) => w.machines[at].state.clone(),
-        Err(e) => return e,
+        Some(at) => w.machines[at].state.clone(),
+        None => return not_found(),
     };
     let refuse = || {
         error(
@@ -424,8 +425,8 @@ async fn wait(
         let next = {
             let mut w = world.lock().unwrap();
             let m = match w.find(&id) {
-                Ok(at) => &w.machines[at],
-                Err(e) => return e,
+                Some(at) => &w.machines[at],
+                None => return not_found(),
             };
             if m.state == wanted {
                 return ok();
