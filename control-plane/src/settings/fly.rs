@@ -160,4 +160,31 @@ mod tests {
             assert_eq!(fly(pairs).unwrap_err().variable, variable, "{pairs:?}");
         }
     }
+
+    #[test]
+    fn a_machine_config_file_is_read_and_needs_an_image() {
+        let dir = std::env::temp_dir().join(format!("portico-fly-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("machine.json");
+        std::fs::write(
+            &good,
+            r#"{"image": "registry.fly.io/portico-edge:v1", "guest": {"cpus": 1}}"#,
+        )
+        .unwrap();
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"guest": {"cpus": 1}}"#).unwrap();
+        let with = |path: &std::path::Path| {
+            fly(&[
+                ("PORTICO_FLY_APP", "a"),
+                ("PORTICO_FLY_API_TOKEN", "t"),
+                ("PORTICO_FLY_MACHINE_CONFIG", path.to_str().unwrap()),
+            ])
+        };
+        let s = with(&good).unwrap();
+        let config = s.fly.unwrap().machine_config.unwrap();
+        assert_eq!(config["image"], "registry.fly.io/portico-edge:v1");
+        let e = with(&bad).unwrap_err();
+        assert_eq!(e.variable, "PORTICO_FLY_MACHINE_CONFIG");
+        assert!(e.message.contains("image"), "{e}");
+    }
 }
