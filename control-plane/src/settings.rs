@@ -14,7 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod fly;
 mod webhooks;
+pub use fly::FlySettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub struct Settings {
     pub config: ConfigSettings,
     pub certificates: CertificateSettings,
     pub webhooks: WebhookSettings,
+    /// The Fly Machines infra adapter; `None` without `PORTICO_FLY_APP`.
+    pub fly: Option<FlySettings>,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
 }
@@ -253,6 +257,7 @@ impl Settings {
             },
             certificates: certificate_settings(raw)?,
             webhooks: webhooks::webhook_settings(raw)?,
+            fly: fly::fly_settings(raw)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )

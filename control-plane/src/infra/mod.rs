@@ -2,11 +2,13 @@
 //!
 //! Self-repair ladders, dev mode and the end-to-end tests call [`Infra`] —
 //! list, probe, restart, replace, scale — and never a concrete adapter, so the
-//! same code drives local child processes ([`local::LocalProcesses`]) and, in
-//! a later issue, Fly Machines. A probe asks the edge's admin listener
-//! whether it serves ([`probe::http_probe`]); adapters add what they know
-//! about the process or machine underneath.
+//! same code drives local child processes ([`local::LocalProcesses`]) and
+//! Fly Machines ([`fly::FlyMachines`], over the Machines REST API). A probe
+//! asks the edge's admin listener whether it serves ([`probe::http_probe`]);
+//! adapters add what they know about the process or machine underneath.
+//! `docs/infra.md` says which calls each adapter makes.
 
+pub mod fly;
 pub mod local;
 pub mod probe;
 mod registration;
@@ -87,7 +89,11 @@ pub struct Addresses {
 pub enum MachineState {
     /// The process (or machine) runs; whether it serves is what [`Infra::probe`] says.
     Running,
-    /// It ended by itself; how (`exit status: 1`, `signal: 9`).
+    /// On its way to running (Fly: `created`, `starting`, `replacing`):
+    /// waiting may be all it needs. The adapter's own state name.
+    Starting(String),
+    /// It does not run: it ended by itself or was stopped; how
+    /// (`exit status: 1`, `signal: 9`, `fly state: stopped`).
     Exited(String),
 }
 
@@ -143,6 +149,25 @@ pub enum InfraError {
     Db(#[from] sqlx::Error),
     #[error("machine {id} did not exit within {waited:?}, even after SIGKILL")]
     Stuck { id: MachineId, waited: Duration },
+    /// The Fly Machines API refused a call or did not answer. `status` is
+    /// `None` when no HTTP answer came (timeout, connection refused).
+    #[error("Fly Machines API: {action}: {}{message}", status.map(|s| format!("{s} ")).unwrap_or_default())]
+    Fly {
+        action: String,
+        status: Option<u16>,
+        message: String,
+    },
+    #[error("machine {id} did not reach `{wanted}` within {waited:?} (last state: {state})")]
+    NotSettled {
+        id: MachineId,
+        wanted: &'static str,
+        state: String,
+        waited: Duration,
+    },
+    #[error(
+        "no machine config to create edges in region {region:?} from: set PORTICO_FLY_MACHINE_CONFIG or keep one machine in the app"
+    )]
+    NoTemplate { region: String },
 }
 
 impl InfraError {

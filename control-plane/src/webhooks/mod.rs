@@ -115,8 +115,8 @@ fn seal_context(endpoint: Uuid) -> Vec<u8> {
 }
 
 /// ring only (see docs: a second provider makes rustls panic), trusting the
-/// platform's roots.
-fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+/// platform's roots. The Fly Machines adapter (`infra::fly`) shares it.
+pub(crate) fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier =
         rustls_platform_verifier::Verifier::new_with_extra_roots(Vec::new(), provider.clone())?;
