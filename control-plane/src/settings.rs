@@ -14,7 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod alerts;
 mod webhooks;
+pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use webhooks::{WebhookSettings, parse_schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,7 @@ pub struct Settings {
     pub config: ConfigSettings,
     pub certificates: CertificateSettings,
     pub webhooks: WebhookSettings,
+    pub alerts: AlertSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
 }
@@ -205,8 +208,9 @@ impl Settings {
             Some(t) => Some(Secret::new(t.to_string())),
             None => None,
         };
+        let listen = raw.parse_or("PORTICO_LISTEN", "127.0.0.1:8080".parse().ok())?;
         Ok(Settings {
-            listen: raw.parse_or("PORTICO_LISTEN", "127.0.0.1:8080".parse().ok())?,
+            listen,
             database_url: Secret::new(database_url),
             db_max_connections: raw.parse_or("PORTICO_DB_MAX_CONNECTIONS", Some(10))?,
             operator_token,
@@ -253,6 +257,7 @@ impl Settings {
             },
             certificates: certificate_settings(raw)?,
             webhooks: webhooks::webhook_settings(raw)?,
+            alerts: alerts::alert_settings(raw, listen)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )
