@@ -32,6 +32,8 @@ CREATE TABLE alerts (
     email_gave_up_at       timestamptz,
     -- One sender at a time: a sender that dies mid-send loses the lease.
     leased_until           timestamptz,
+    -- Whose lease it is: only the holder records the outcome.
+    lease_token            uuid,
     CHECK ((status = 'resolved') = (resolved_at IS NOT NULL)),
     CHECK ((subject_kind = 'platform') = (subject_id IS NULL))
 );

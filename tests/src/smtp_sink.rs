@@ -163,7 +163,10 @@ async fn session(stream: TcpStream, shared: Arc<Mutex<Shared>>) -> anyhow::Resul
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
             "250-sink.test\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 OK".into()
-        } else if upper.starts_with("HELO") || upper.starts_with("RSET") || upper.starts_with("NOOP") {
+        } else if upper.starts_with("HELO")
+            || upper.starts_with("RSET")
+            || upper.starts_with("NOOP")
+        {
             if upper.starts_with("RSET") {
                 (from, to) = (String::new(), Vec::new());
             }
@@ -195,7 +198,11 @@ async fn session(stream: TcpStream, shared: Arc<Mutex<Shared>>) -> anyhow::Resul
                 if l == "." {
                     break;
                 }
-                data.push_str(l.strip_prefix('.').filter(|_| l.starts_with("..")).unwrap_or(&l));
+                data.push_str(
+                    l.strip_prefix('.')
+                        .filter(|_| l.starts_with(".."))
+                        .unwrap_or(&l),
+                );
                 data.push_str("\r\n");
             }
             let message = Received {
@@ -223,11 +230,15 @@ async fn read_auth(
     lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
     write: &mut tokio::net::tcp::OwnedWriteHalf,
 ) -> anyhow::Result<Option<(String, String)>> {
-    let decode = |s: &str| String::from_utf8(STANDARD.decode(s.trim()).unwrap_or_default()).unwrap_or_default();
+    let decode = |s: &str| {
+        String::from_utf8(STANDARD.decode(s.trim()).unwrap_or_default()).unwrap_or_default()
+    };
     let mut words = line.split_whitespace().skip(1);
     let mechanism = words.next().unwrap_or_default().to_ascii_uppercase();
     let mut ask = async |prompt: &str| -> anyhow::Result<String> {
-        write.write_all(format!("334 {prompt}\r\n").as_bytes()).await?;
+        write
+            .write_all(format!("334 {prompt}\r\n").as_bytes())
+            .await?;
         Ok(lines.next_line().await?.unwrap_or_default())
     };
     if mechanism == "LOGIN" {

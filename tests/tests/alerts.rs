@@ -18,7 +18,7 @@ async fn app_with_sink(sink: &SmtpSink) -> anyhow::Result<TestApp> {
     let port = sink.addr.port().to_string();
     let emails = TO.join(",");
     // Retries every 100 ms, long enough for any test to fix the sink first.
-    let schedule = vec!["100ms"; 50].join(",");
+    let schedule = ["100ms"; 50].join(",");
     TestApp::spawn(&[
         ("PORTICO_ALERT_EMAILS", &emails),
         ("PORTICO_ALERT_FROM", "Portico <portico@example.test>"),
@@ -45,10 +45,15 @@ async fn alert_page_and_resolve_send_one_email_each() -> anyhow::Result<()> {
     let app = app_with_sink(&sink).await?;
     let edge = EdgeId::generate();
     let paged = alerts(&app)
-        .page("repair-run-1", Subject::Edge(edge), "edge fra-1 is unreachable", "Restart and replace both failed.")
+        .page(
+            "repair-run-1",
+            Subject::Edge(edge),
+            "edge fra-1 is unreachable",
+            "Restart and replace both failed.",
+        )
         .await?;
     assert!(paged.changed);
-    assert_eq!(paged.email, Delivery::Sent);
+    assert_eq!(paged.email, Delivery::Sent, "{paged:?}");
     assert!(paged.alert.page_sent_at.is_some() && paged.alert.next_email_at.is_none());
     let got = sink.wait_for(1, 10).await?;
     let page = &got[0];
@@ -58,14 +63,28 @@ async fn alert_page_and_resolve_send_one_email_each() -> anyhow::Result<()> {
     let body = page.body();
     assert!(body.contains("Restart and replace both failed."), "{body}");
     assert!(body.contains(&format!("edge {edge}")), "{body}");
-    assert!(body.contains(&format!("https://cp.example.test/ops/alerts/{}", paged.alert.id)), "{body}");
-    assert!(body.contains(&format!("https://cp.example.test/ops/edges/{edge}")), "{body}");
+    assert!(
+        body.contains(&format!(
+            "https://cp.example.test/ops/alerts/{}",
+            paged.alert.id
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("https://cp.example.test/ops/edges/{edge}")),
+        "{body}"
+    );
     assert!(body.contains(" UTC"), "says when: {body}");
     assert_eq!(page.auth, Some(("portico".into(), PASSWORD.into())));
 
     // Paging again while open: same alert, no second email, even after a sender pass.
     let again = alerts(&app)
-        .page("repair-run-1", Subject::Edge(edge), "edge fra-1 is unreachable", "still")
+        .page(
+            "repair-run-1",
+            Subject::Edge(edge),
+            "edge fra-1 is unreachable",
+            "still",
+        )
         .await?;
     assert!(!again.changed);
     assert_eq!(again.email, Delivery::Nothing);
@@ -73,18 +92,38 @@ async fn alert_page_and_resolve_send_one_email_each() -> anyhow::Result<()> {
     assert_eq!(alerts(&app).deliver_due().await?, 0);
     assert_eq!(sink.attempts(), 1);
 
-    let resolved = alerts(&app).resolve("repair-run-1", "Replaced by fra-2.").await?.unwrap();
+    let resolved = alerts(&app)
+        .resolve("repair-run-1", "Replaced by fra-2.")
+        .await?
+        .unwrap();
     assert_eq!(resolved.email, Delivery::Sent);
     let got = sink.wait_for(2, 10).await?;
-    assert_eq!(got[1].subject(), "[Portico] RESOLVED: edge fra-1 is unreachable");
+    assert_eq!(
+        got[1].subject(),
+        "[Portico] RESOLVED: edge fra-1 is unreachable"
+    );
     assert!(got[1].body().contains("Replaced by fra-2."));
     assert_eq!(got[1].to, TO);
     // Resolving again sends nothing; a new page with the key opens a new alert.
-    assert!(alerts(&app).resolve("repair-run-1", "again").await?.is_none());
+    assert!(
+        alerts(&app)
+            .resolve("repair-run-1", "again")
+            .await?
+            .is_none()
+    );
     assert_eq!(alerts(&app).deliver_due().await?, 0);
     assert_eq!(sink.received().len(), 2);
-    let row = db::alerts::get(&app.running().state.pool, paged.alert.id).await?.unwrap();
-    assert_eq!((row.status.as_str(), row.page_attempts, row.resolution_attempts), ("resolved", 1, 1));
+    let row = db::alerts::get(&app.running().state.pool, paged.alert.id)
+        .await?
+        .unwrap();
+    assert_eq!(
+        (
+            row.status.as_str(),
+            row.page_attempts,
+            row.resolution_attempts
+        ),
+        ("resolved", 1, 1)
+    );
     assert!(row.resolution_sent_at.is_some() && row.last_email_error.is_none());
     app.stop().await
 }
@@ -98,22 +137,44 @@ async fn alert_email_failure_is_recorded_and_retried_until_delivered_once() -> a
     // The relay answers 451: the row keeps the error, the loop retries.
     sink.set_mode(Mode::Refuse(451));
     let paged = alerts(&app)
-        .page("run-smtp-down", Subject::Domain(DomainId::generate()), "shop.example.com certificate missing", "Re-issue failed.")
+        .page(
+            "run-smtp-down",
+            Subject::Domain(DomainId::generate()),
+            "shop.example.com certificate missing",
+            "Re-issue failed.",
+        )
         .await?;
-    let Delivery::Failed(error) = &paged.email else { panic!("{:?}", paged.email) };
+    let Delivery::Failed(error) = &paged.email else {
+        panic!("{:?}", paged.email)
+    };
     assert!(error.contains("451"), "{error}");
     let row = db::alerts::get(&pool, paged.alert.id).await?.unwrap();
-    assert!(row.last_email_error.as_deref().unwrap_or_default().contains("451"));
+    assert!(
+        row.last_email_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("451")
+    );
     assert!(row.page_sent_at.is_none() && row.next_email_at.is_some() && row.page_attempts >= 1);
     // A few more refused tries happen on their own.
-    eventually(10, "retries", || async { (sink.attempts() >= 3).then_some(()) }).await?;
+    eventually(10, "retries", || async {
+        (sink.attempts() >= 3).then_some(())
+    })
+    .await?;
     assert!(sink.received().is_empty());
 
     sink.set_mode(Mode::Accept);
     let got = sink.wait_for(1, 10).await?;
-    assert_eq!(got[0].subject(), "[Portico] PAGE: shop.example.com certificate missing");
+    assert_eq!(
+        got[0].subject(),
+        "[Portico] PAGE: shop.example.com certificate missing"
+    );
     let row = eventually(10, "the row to record the send", || async {
-        db::alerts::get(&pool, paged.alert.id).await.ok().flatten().filter(|r| r.page_sent_at.is_some())
+        db::alerts::get(&pool, paged.alert.id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.page_sent_at.is_some())
     })
     .await?;
     assert!(row.next_email_at.is_none() && row.page_attempts >= 4);
@@ -121,15 +182,29 @@ async fn alert_email_failure_is_recorded_and_retried_until_delivered_once() -> a
 
     // Not listening at all: the resolution waits for the relay to come back.
     sink.stop();
-    let resolved = alerts(&app).resolve("run-smtp-down", "Issued by the fallback CA.").await?.unwrap();
-    assert!(matches!(resolved.email, Delivery::Failed(_)), "{:?}", resolved.email);
+    let resolved = alerts(&app)
+        .resolve("run-smtp-down", "Issued by the fallback CA.")
+        .await?
+        .unwrap();
+    assert!(
+        matches!(resolved.email, Delivery::Failed(_)),
+        "{:?}",
+        resolved.email
+    );
     let row = db::alerts::get(&pool, paged.alert.id).await?.unwrap();
     assert!(row.resolution_sent_at.is_none() && row.last_email_error.is_some());
     sink.restart().await?;
     let got = sink.wait_for(2, 15).await?;
-    assert_eq!(got[1].subject(), "[Portico] RESOLVED: shop.example.com certificate missing");
+    assert_eq!(
+        got[1].subject(),
+        "[Portico] RESOLVED: shop.example.com certificate missing"
+    );
     eventually(10, "the row to record the resolution", || async {
-        db::alerts::get(&pool, paged.alert.id).await.ok().flatten().filter(|r| r.resolution_sent_at.is_some())
+        db::alerts::get(&pool, paged.alert.id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.resolution_sent_at.is_some())
     })
     .await?;
     // Exactly once each: nothing is due any more, a sender pass sends nothing.
@@ -146,7 +221,9 @@ struct Capture;
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(logs) = LOGS.get() {
-            logs.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+            logs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
         }
         Ok(buf.len())
     }
@@ -176,13 +253,26 @@ async fn the_smtp_password_never_appears_in_debug_logs_or_errors() -> anyhow::Re
     let sink = SmtpSink::start().await?;
     sink.set_mode(Mode::RefuseAuth);
     let app = app_with_sink(&sink).await?;
-    let paged = alerts(&app).page("run-auth", Subject::Platform, "job queue stalled", "No job finished in 10 minutes.").await?;
-    let Delivery::Failed(error) = &paged.email else { panic!("{:?}", paged.email) };
+    let paged = alerts(&app)
+        .page(
+            "run-auth",
+            Subject::Platform,
+            "job queue stalled",
+            "No job finished in 10 minutes.",
+        )
+        .await?;
+    let Delivery::Failed(error) = &paged.email else {
+        panic!("{:?}", paged.email)
+    };
     assert!(error.contains("535"), "{error}");
     assert!(!error.contains(PASSWORD));
     sink.set_mode(Mode::Accept);
     let got = sink.wait_for(1, 10).await?;
-    assert_eq!(got[0].auth, Some(("portico".into(), PASSWORD.into())), "the password was used");
+    assert_eq!(
+        got[0].auth,
+        Some(("portico".into(), PASSWORD.into())),
+        "the password was used"
+    );
     let state = &app.running().state;
     let row = db::alerts::get(&state.pool, paged.alert.id).await?.unwrap();
     for (what, text) in [
@@ -195,7 +285,9 @@ async fn the_smtp_password_never_appears_in_debug_logs_or_errors() -> anyhow::Re
         assert!(!text.contains(PASSWORD), "{what} shows the password");
     }
     assert!(logs().contains("alert email failed"), "logs were captured");
-    let (status, body) = app.call(reqwest::Method::GET, "/v1/ops/alerts", OPERATOR_TOKEN, None).await?;
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/v1/ops/alerts", OPERATOR_TOKEN, None)
+        .await?;
     assert_eq!(status, 200);
     assert!(!body.to_string().contains(PASSWORD));
     app.stop().await
@@ -204,10 +296,15 @@ async fn the_smtp_password_never_appears_in_debug_logs_or_errors() -> anyhow::Re
 #[tokio::test]
 async fn alerts_without_smtp_are_stored_not_emailed() -> anyhow::Result<()> {
     let app = TestApp::spawn(&[]).await?;
-    let paged = alerts(&app).page("run-quiet", Subject::Platform, "disk full", "").await?;
+    let paged = alerts(&app)
+        .page("run-quiet", Subject::Platform, "disk full", "")
+        .await?;
     assert_eq!(paged.email, Delivery::NotConfigured);
     assert!(paged.alert.next_email_at.is_none());
-    let resolved = alerts(&app).resolve("run-quiet", "cleaned up").await?.unwrap();
+    let resolved = alerts(&app)
+        .resolve("run-quiet", "cleaned up")
+        .await?
+        .unwrap();
     assert_eq!(resolved.email, Delivery::NotConfigured);
     assert_eq!(resolved.alert.status, "resolved");
     assert_eq!(alerts(&app).deliver_due().await?, 0);
@@ -219,22 +316,42 @@ async fn alerts_without_smtp_are_stored_not_emailed() -> anyhow::Result<()> {
 async fn ops_alerts_needs_the_operator_token_and_lists_open_first() -> anyhow::Result<()> {
     let app = TestApp::spawn(&[]).await?;
     let a = alerts(&app);
-    a.page("run-a", Subject::Edge(EdgeId::generate()), "alert a", "").await?;
+    a.page("run-a", Subject::Edge(EdgeId::generate()), "alert a", "")
+        .await?;
     a.page("run-b", Subject::Platform, "alert b", "").await?;
-    a.page("run-c", Subject::Domain(DomainId::generate()), "alert c", "").await?;
+    a.page(
+        "run-c",
+        Subject::Domain(DomainId::generate()),
+        "alert c",
+        "",
+    )
+    .await?;
     a.resolve("run-c", "fixed").await?;
     a.page("run-d", Subject::Platform, "alert d", "").await?;
     a.resolve("run-a", "fixed").await?;
 
     let (_, tenant_key) = app.tenant("free").await?;
-    for key in ["", tenant_key.as_str(), "not-the-operator-token-0123456789abcdef"] {
-        let (status, body) = app.call(reqwest::Method::GET, "/v1/ops/alerts", key, None).await?;
+    for key in [
+        "",
+        tenant_key.as_str(),
+        "not-the-operator-token-0123456789abcdef",
+    ] {
+        let (status, body) = app
+            .call(reqwest::Method::GET, "/v1/ops/alerts", key, None)
+            .await?;
         assert_eq!(status, 401, "{key}: {body}");
     }
-    let (status, body) = app.call(reqwest::Method::GET, "/v1/ops/alerts", OPERATOR_TOKEN, None).await?;
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/v1/ops/alerts", OPERATOR_TOKEN, None)
+        .await?;
     assert_eq!(status, 200, "{body}");
     let titles = |page: &Value| -> Vec<String> {
-        page["items"].as_array().unwrap().iter().map(|i| i["title"].as_str().unwrap().to_string()).collect()
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["title"].as_str().unwrap().to_string())
+            .collect()
     };
     // Open first (newest first), then resolved (newest first).
     assert_eq!(titles(&body), ["alert d", "alert b", "alert c", "alert a"]);
@@ -250,7 +367,9 @@ async fn ops_alerts_needs_the_operator_token_and_lists_open_first() -> anyhow::R
             Some(c) => format!("/v1/ops/alerts?limit=1&cursor={c}"),
             None => "/v1/ops/alerts?limit=1".to_string(),
         };
-        let (status, page) = app.call(reqwest::Method::GET, &path, OPERATOR_TOKEN, None).await?;
+        let (status, page) = app
+            .call(reqwest::Method::GET, &path, OPERATOR_TOKEN, None)
+            .await?;
         assert_eq!(status, 200, "{page}");
         seen.extend(titles(&page));
         match page["next_cursor"].as_str() {
@@ -259,7 +378,14 @@ async fn ops_alerts_needs_the_operator_token_and_lists_open_first() -> anyhow::R
         }
     }
     assert_eq!(seen, ["alert d", "alert b", "alert c", "alert a"]);
-    let (status, body) = app.call(reqwest::Method::GET, "/v1/ops/alerts?cursor=nope", OPERATOR_TOKEN, None).await?;
+    let (status, body) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/ops/alerts?cursor=nope",
+            OPERATOR_TOKEN,
+            None,
+        )
+        .await?;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "cursor", "{body}");
     app.stop().await

@@ -113,6 +113,7 @@ mod tests {
             last_email_error_at: None,
             email_gave_up_at: None,
             leased_until: None,
+            lease_token: None,
         }
     }
 

@@ -15,7 +15,7 @@ pub mod email;
 pub mod mailer;
 
 use crate::db;
-use crate::db::alerts::{AlertRecord, NewAlert};
+use crate::db::alerts::{AlertRecord, Lease, NewAlert};
 use crate::ids::{DomainId, EdgeId};
 use crate::settings::AlertSettings;
 pub use mailer::{Email, MailError, Mailer, SmtpMailer};
@@ -130,21 +130,24 @@ impl Alerts {
             body,
             email: self.mailer.is_some(),
         };
-        if let Some(alert) = db::alerts::open(&self.pool, &new).await? {
-            tracing::warn!(alert = %alert.id, key = dedup_key, subject = subject_kind, title, "alert opened");
-            return self.send_now(alert).await;
+        // Open, or find the open one; if that was resolved in between, open again.
+        for _ in 0..3 {
+            let lease = self.lease();
+            if let Some(alert) = db::alerts::open(&self.pool, &new, lease).await? {
+                tracing::warn!(alert = %alert.id, key = dedup_key, subject = subject_kind, title, "alert opened");
+                return self.send_now(alert, lease).await;
+            }
+            if let Some(alert) = db::alerts::find_open(&self.pool, dedup_key).await? {
+                return Ok(Outcome {
+                    alert,
+                    changed: false,
+                    email: Delivery::Nothing,
+                });
+            }
         }
-        let alert =
-            db::alerts::find_open(&self.pool, dedup_key)
-                .await?
-                .ok_or(AlertError::Invalid(
-                    "the open alert was resolved while paging",
-                ))?;
-        Ok(Outcome {
-            alert,
-            changed: false,
-            email: Delivery::Nothing,
-        })
+        Err(AlertError::Invalid(
+            "the alert keeps being resolved while it is paged",
+        ))
     }
 
     /// Resolves the open alert of `dedup_key` and sends one resolution
@@ -158,11 +161,13 @@ impl Alerts {
             return Err(AlertError::Invalid("the note is longer than 10,000 bytes"));
         }
         let email = self.mailer.is_some();
-        let Some(alert) = db::alerts::resolve(&self.pool, dedup_key, note, email).await? else {
+        let lease = self.lease();
+        let Some(alert) = db::alerts::resolve(&self.pool, dedup_key, note, email, lease).await?
+        else {
             return Ok(None);
         };
         tracing::info!(alert = %alert.id, key = dedup_key, "alert resolved");
-        self.send_now(alert).await.map(Some)
+        self.send_now(alert, lease).await.map(Some)
     }
 
     /// One pass of the sender: every due email (up to a batch) is sent or
@@ -171,9 +176,10 @@ impl Alerts {
         let Some(mailer) = &self.mailer else {
             return Ok(0);
         };
-        let due = db::alerts::claim_due(&self.pool, None, BATCH, self.lease()).await?;
+        let lease = self.lease();
+        let due = db::alerts::claim_due(&self.pool, BATCH, lease).await?;
         for alert in &due {
-            self.deliver(mailer.as_ref(), alert).await?;
+            self.deliver(mailer.as_ref(), alert, lease.token).await?;
         }
         Ok(due.len())
     }
@@ -197,7 +203,9 @@ impl Alerts {
         }
     }
 
-    async fn send_now(&self, alert: AlertRecord) -> Result<Outcome, AlertError> {
+    /// Sends the email `page`/`resolve` just made due, if their write
+    /// leased the row to us (otherwise another sender holds it and will).
+    async fn send_now(&self, alert: AlertRecord, lease: Lease) -> Result<Outcome, AlertError> {
         let Some(mailer) = &self.mailer else {
             if !self.told_not_configured.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -206,19 +214,23 @@ impl Alerts {
             }
             return Ok(done(alert, Delivery::NotConfigured));
         };
-        let claimed = db::alerts::claim_due(&self.pool, Some(alert.id), 1, self.lease()).await?;
-        let Some(leased) = claimed.into_iter().next() else {
+        if alert.lease_token != Some(lease.token) {
             return Ok(done(alert, Delivery::Elsewhere));
-        };
-        let email = self.deliver(mailer.as_ref(), &leased).await?;
-        let alert = db::alerts::get(&self.pool, leased.id)
+        }
+        let email = self.deliver(mailer.as_ref(), &alert, lease.token).await?;
+        let alert = db::alerts::get(&self.pool, alert.id)
             .await?
-            .unwrap_or(leased);
+            .unwrap_or(alert);
         Ok(done(alert, email))
     }
 
     /// Sends the email a leased alert is due and records the outcome.
-    async fn deliver(&self, mailer: &dyn Mailer, a: &AlertRecord) -> Result<Delivery, AlertError> {
+    async fn deliver(
+        &self,
+        mailer: &dyn Mailer,
+        a: &AlertRecord,
+        token: Uuid,
+    ) -> Result<Delivery, AlertError> {
         let resolution = a.status == "resolved";
         let base = &self.settings.public_url;
         let message = if resolution {
@@ -227,8 +239,8 @@ impl Alerts {
             email::page(a, base)
         };
         match mailer.send(&message).await {
-            Ok(()) if resolution => db::alerts::resolution_sent(&self.pool, a.id).await?,
-            Ok(()) => db::alerts::page_sent(&self.pool, a.id).await?,
+            Ok(()) if resolution => db::alerts::resolution_sent(&self.pool, a.id, token).await?,
+            Ok(()) => db::alerts::page_sent(&self.pool, a.id, token).await?,
             Err(e) => {
                 let done = if resolution {
                     a.resolution_attempts
@@ -239,7 +251,8 @@ impl Alerts {
                     .ok()
                     .and_then(|n| self.settings.retry_schedule.get(n).copied());
                 tracing::warn!(alert = %a.id, key = %a.dedup_key, error = %e, retry_in = ?retry_in, "alert email failed");
-                db::alerts::send_failed(&self.pool, a.id, resolution, &e.0, retry_in).await?;
+                db::alerts::send_failed(&self.pool, a.id, token, resolution, &e.0, retry_in)
+                    .await?;
                 return Ok(Delivery::Failed(e.0));
             }
         }
@@ -247,14 +260,18 @@ impl Alerts {
         Ok(Delivery::Sent)
     }
 
-    /// Longer than any one send can take, so a live sender keeps its lease.
-    fn lease(&self) -> Duration {
+    /// A fresh lease, longer than any one send can take, so a live sender
+    /// keeps it.
+    fn lease(&self) -> Lease {
         let timeout = self
             .settings
             .email
             .as_ref()
             .map_or(Duration::from_secs(10), |e| e.smtp.timeout);
-        timeout * 6 + Duration::from_secs(30)
+        Lease {
+            token: Uuid::now_v7(),
+            length: timeout * 6 + Duration::from_secs(30),
+        }
     }
 }
 

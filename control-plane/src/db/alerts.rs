@@ -30,6 +30,7 @@ pub struct AlertRecord {
     pub last_email_error_at: Option<DateTime<Utc>>,
     pub email_gave_up_at: Option<DateTime<Utc>>,
     pub leased_until: Option<DateTime<Utc>>,
+    pub lease_token: Option<Uuid>,
 }
 
 pub struct NewAlert<'a> {
@@ -43,15 +44,26 @@ pub struct NewAlert<'a> {
     pub email: bool,
 }
 
-/// Opens an alert; `None` when one is already open for the dedup key.
+/// A sender's hold on the rows it sends for.
+#[derive(Clone, Copy, Debug)]
+pub struct Lease {
+    pub token: Uuid,
+    pub length: Duration,
+}
+
+/// Opens an alert, leased to the caller when its email is due; `None` when
+/// one is already open for the dedup key.
 pub async fn open(
     db: impl PgExecutor<'_>,
     a: &NewAlert<'_>,
+    lease: Lease,
 ) -> Result<Option<AlertRecord>, sqlx::Error> {
     sqlx::query_as!(
         AlertRecord,
-        "INSERT INTO alerts (id, subject_kind, subject_id, dedup_key, severity, title, body, next_email_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END)
+        "INSERT INTO alerts (id, subject_kind, subject_id, dedup_key, severity, title, body, next_email_at,
+             leased_until, lease_token)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END,
+             CASE WHEN $8 THEN now() + make_interval(secs => $9) END, CASE WHEN $8 THEN $10::uuid END)
          ON CONFLICT (dedup_key) WHERE status = 'open' DO NOTHING
          RETURNING *",
         Uuid::now_v7(),
@@ -61,7 +73,9 @@ pub async fn open(
         a.severity,
         a.title,
         a.body,
-        a.email
+        a.email,
+        lease.length.as_secs_f64(),
+        lease.token
     )
     .fetch_optional(db)
     .await
@@ -88,46 +102,52 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<AlertRecord
 
 /// Resolves the open alert of a dedup key; `None` when none is open. With
 /// `email`, the resolution email becomes due (a page still unsent is then
-/// not sent: the resolution email tells the whole story).
+/// not sent: the resolution email tells the whole story) and the row is
+/// leased to the caller unless another sender holds it.
 pub async fn resolve(
     db: impl PgExecutor<'_>,
     dedup_key: &str,
     note: &str,
     email: bool,
+    lease: Lease,
 ) -> Result<Option<AlertRecord>, sqlx::Error> {
     sqlx::query_as!(
         AlertRecord,
         "UPDATE alerts SET status = 'resolved', resolved_at = now(), resolution_note = $2,
-             next_email_at = CASE WHEN $3 THEN now() END, email_gave_up_at = NULL
+             next_email_at = CASE WHEN $3 THEN now() END, email_gave_up_at = NULL,
+             lease_token = CASE WHEN $3 AND (leased_until IS NULL OR leased_until < now())
+                 THEN $5::uuid ELSE lease_token END,
+             leased_until = CASE WHEN $3 AND (leased_until IS NULL OR leased_until < now())
+                 THEN now() + make_interval(secs => $4) ELSE leased_until END
          WHERE dedup_key = $1 AND status = 'open'
          RETURNING *",
         dedup_key,
         note,
-        email
+        email,
+        lease.length.as_secs_f64(),
+        lease.token
     )
     .fetch_optional(db)
     .await
 }
 
-/// Leases alerts whose email is due: the one given, or up to `limit` of any.
+/// Leases up to `limit` alerts whose email is due.
 pub async fn claim_due(
     db: impl PgExecutor<'_>,
-    only: Option<Uuid>,
     limit: i64,
-    lease: Duration,
+    lease: Lease,
 ) -> Result<Vec<AlertRecord>, sqlx::Error> {
     sqlx::query_as!(
         AlertRecord,
-        "UPDATE alerts SET leased_until = now() + make_interval(secs => $3)
+        "UPDATE alerts SET leased_until = now() + make_interval(secs => $2), lease_token = $3
          WHERE id IN (
              SELECT id FROM alerts
-             WHERE next_email_at <= now() AND ($1::uuid IS NULL OR id = $1)
-               AND (leased_until IS NULL OR leased_until < now())
-             ORDER BY next_email_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+             WHERE next_email_at <= now() AND (leased_until IS NULL OR leased_until < now())
+             ORDER BY next_email_at LIMIT $1 FOR UPDATE SKIP LOCKED)
          RETURNING *",
-        only,
         limit,
-        lease.as_secs_f64()
+        lease.length.as_secs_f64(),
+        lease.token
     )
     .fetch_all(db)
     .await
@@ -135,24 +155,31 @@ pub async fn claim_due(
 
 /// The page email went out. If the alert was resolved meanwhile, the
 /// resolution email is due next.
-pub async fn page_sent(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn page_sent(db: impl PgExecutor<'_>, id: Uuid, token: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE alerts SET page_sent_at = now(), page_attempts = page_attempts + 1, leased_until = NULL,
+             lease_token = NULL,
              next_email_at = CASE WHEN status = 'resolved' AND resolution_sent_at IS NULL THEN now() END
-         WHERE id = $1",
-        id
+         WHERE id = $1 AND lease_token = $2",
+        id,
+        token
     )
     .execute(db)
     .await?;
     Ok(())
 }
 
-pub async fn resolution_sent(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn resolution_sent(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    token: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE alerts SET resolution_sent_at = now(), resolution_attempts = resolution_attempts + 1,
-             leased_until = NULL, next_email_at = NULL
-         WHERE id = $1",
-        id
+             leased_until = NULL, lease_token = NULL, next_email_at = NULL
+         WHERE id = $1 AND lease_token = $2",
+        id,
+        token
     )
     .execute(db)
     .await?;
@@ -165,12 +192,13 @@ pub async fn resolution_sent(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sq
 pub async fn send_failed(
     db: impl PgExecutor<'_>,
     id: Uuid,
+    token: Uuid,
     resolution: bool,
     error: &str,
     retry_in: Option<Duration>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE alerts SET leased_until = NULL, last_email_error = $3, last_email_error_at = now(),
+        "UPDATE alerts SET leased_until = NULL, lease_token = NULL, last_email_error = $3, last_email_error_at = now(),
              page_attempts = page_attempts + CASE WHEN $2 THEN 0 ELSE 1 END,
              resolution_attempts = resolution_attempts + CASE WHEN $2 THEN 1 ELSE 0 END,
              next_email_at = CASE
@@ -178,11 +206,12 @@ pub async fn send_failed(
                  WHEN NOT $2 AND status = 'resolved' AND resolution_sent_at IS NULL THEN now()
              END,
              email_gave_up_at = CASE WHEN $4::float8 IS NULL THEN now() END
-         WHERE id = $1",
+         WHERE id = $1 AND lease_token = $5",
         id,
         resolution,
         error,
-        retry_in.map(|d| d.as_secs_f64())
+        retry_in.map(|d| d.as_secs_f64()),
+        token
     )
     .execute(db)
     .await?;
