@@ -390,3 +390,59 @@ async fn ops_alerts_needs_the_operator_token_and_lists_open_first() -> anyhow::R
     assert_eq!(body["errors"][0]["field"], "cursor", "{body}");
     app.stop().await
 }
+
+#[tokio::test]
+async fn an_alert_resolved_before_its_page_went_out_sends_only_the_resolution() -> anyhow::Result<()>
+{
+    let sink = SmtpSink::start().await?;
+    let app = app_with_sink(&sink).await?;
+    let pool = app.running().state.pool.clone();
+    sink.set_mode(Mode::Refuse(451));
+    let paged = alerts(&app)
+        .page(
+            "run-flap",
+            Subject::Platform,
+            "queue stalled",
+            "No job finished.",
+        )
+        .await?;
+    assert!(
+        matches!(paged.email, Delivery::Failed(_)),
+        "{:?}",
+        paged.email
+    );
+    alerts(&app)
+        .resolve("run-flap", "Jobs move again.")
+        .await?
+        .unwrap();
+    // Once a resolution attempt is recorded, no page send is in flight (one
+    // lease at a time) and every later send renders the resolution.
+    eventually(10, "a refused resolution attempt", || async {
+        db::alerts::get(&pool, paged.alert.id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.resolution_attempts >= 1)
+    })
+    .await?;
+    sink.set_mode(Mode::Accept);
+    let got = sink.wait_for(1, 10).await?;
+    assert_eq!(got[0].subject(), "[Portico] RESOLVED: queue stalled");
+    let body = got[0].body();
+    assert!(
+        body.contains("never delivered") && body.contains("No job finished."),
+        "{body}"
+    );
+    let row = eventually(10, "the row to record the resolution", || async {
+        db::alerts::get(&pool, paged.alert.id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.resolution_sent_at.is_some())
+    })
+    .await?;
+    assert!(row.page_sent_at.is_none() && row.next_email_at.is_none());
+    assert_eq!(alerts(&app).deliver_due().await?, 0);
+    assert_eq!(sink.received().len(), 1);
+    app.stop().await
+}
