@@ -44,6 +44,8 @@ impl fmt::Debug for SmtpMailer {
 }
 
 impl SmtpMailer {
+    /// Call inside a Tokio runtime: the connection pool runs a task there
+    /// (and dropping the mailer spawns one to close its connections).
     pub fn new(settings: &AlertEmail) -> Result<SmtpMailer, MailError> {
         let smtp = &settings.smtp;
         let builder = match smtp.mode {
@@ -90,5 +92,36 @@ impl Mailer for SmtpMailer {
             .await
             .map(|_| ())
             .map_err(|e| MailError(format!("SMTP {}: {e}", self.relay)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use std::collections::HashMap;
+
+    // The connection pool runs a task: build and drop it inside a runtime.
+    #[tokio::test]
+    async fn every_mode_builds_a_transport_and_debug_hides_the_password() {
+        for mode in ["starttls", "tls", "plain"] {
+            let env: HashMap<String, String> = [
+                ("DATABASE_URL", "x"),
+                ("PORTICO_ALERT_EMAILS", "ops@example.test"),
+                ("PORTICO_ALERT_FROM", "portico@example.test"),
+                ("PORTICO_SMTP_HOST", "smtp.example.test"),
+                ("PORTICO_SMTP_MODE", mode),
+                ("PORTICO_SMTP_USERNAME", "portico"),
+                ("PORTICO_SMTP_PASSWORD", "mailer-secret-42"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let settings = Settings::from_sources(env).unwrap();
+            let mailer = SmtpMailer::new(settings.alerts.email.as_ref().unwrap()).unwrap();
+            let shown = format!("{mailer:?}");
+            assert!(shown.contains("smtp.example.test"), "{shown}");
+            assert!(!shown.contains("mailer-secret-42"), "{shown}");
+        }
     }
 }
