@@ -40,6 +40,8 @@ pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Resu
     let settings = Arc::new(settings);
     let webhooks = crate::webhooks::Webhooks::new(settings.clone())?;
     let latest = publish::notifier::spawn(pool.clone(), stop.clone());
+    let alerts = crate::alerts::Alerts::new(pool.clone(), &settings.alerts)
+        .map_err(|e| anyhow::anyhow!("alert emails: {e}"))?;
     Ok(AppState {
         publisher: Publisher::new(pool.clone(), settings.clone(), latest),
         pool,
@@ -47,6 +49,7 @@ pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Resu
         dns,
         limiter,
         webhooks,
+        alerts,
     })
 }
 
@@ -56,6 +59,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         settings: state.settings.clone(),
         dns: state.dns.clone(),
         webhooks: state.webhooks.clone(),
+        alerts: state.alerts.clone(),
     }
 }
 
@@ -85,6 +89,8 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
     }
     spawn_limiter_gc(&state, stop.clone());
     spawn_compaction(&state, stop.clone());
+    // Retries failed alert emails; any replica may (rows are leased).
+    tokio::spawn(state.alerts.clone().run(stop.clone()));
     Ok(Running {
         addr,
         state,

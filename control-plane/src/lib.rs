@@ -10,12 +10,14 @@
 //! domain; the job resolves the records, builds a [`dns::Diagnosis`] and feeds
 //! it to the pure status machine in [`domain_status`], whose transition is
 //! stored together with its event. [`webhooks`] turns outbox events into
-//! signed deliveries to the tenants' endpoints.
+//! signed deliveries to the tenants' endpoints. [`alerts`] pages operators
+//! by email and keeps the alert rows the ops API lists.
 //!
 //! [`settings`] turns raw environment variables (and an optional TOML file)
 //! into typed, validated settings; [`app`] wires everything into a running
 //! server that binaries and tests start the same way.
 
+pub mod alerts;
 pub mod api;
 pub mod api_key;
 pub mod app;

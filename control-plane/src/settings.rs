@@ -14,8 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod alerts;
 mod fly;
 mod webhooks;
+pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use fly::FlySettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
@@ -50,6 +52,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// The Fly Machines infra adapter; `None` without `PORTICO_FLY_APP`.
     pub fly: Option<FlySettings>,
+    pub alerts: AlertSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
 }
@@ -209,8 +212,9 @@ impl Settings {
             Some(t) => Some(Secret::new(t.to_string())),
             None => None,
         };
+        let listen = raw.parse_or("PORTICO_LISTEN", "127.0.0.1:8080".parse().ok())?;
         Ok(Settings {
-            listen: raw.parse_or("PORTICO_LISTEN", "127.0.0.1:8080".parse().ok())?,
+            listen,
             database_url: Secret::new(database_url),
             db_max_connections: raw.parse_or("PORTICO_DB_MAX_CONNECTIONS", Some(10))?,
             operator_token,
@@ -258,6 +262,7 @@ impl Settings {
             certificates: certificate_settings(raw)?,
             webhooks: webhooks::webhook_settings(raw)?,
             fly: fly::fly_settings(raw)?,
+            alerts: alerts::alert_settings(raw, listen)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )

@@ -11,6 +11,7 @@ pub mod edge;
 pub mod fault_proxy;
 pub mod pebble;
 pub mod relay;
+pub mod smtp_sink;
 pub mod webhook_receiver;
 
 use anyhow::Context;

@@ -185,6 +185,7 @@ async fn openapi_lists_every_route_with_its_errors() -> anyhow::Result<()> {
         ("/v1/domains/{id}/certificate/renew", "post"),
         ("/v1/ops/acme", "get"),
         ("/v1/ops/edges", "get"),
+        ("/v1/ops/alerts", "get"),
         ("/internal/v1/edge/config", "get"),
         ("/internal/v1/edge/heartbeat", "post"),
         ("/internal/v1/edge/certificates/request", "post"),

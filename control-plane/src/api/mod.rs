@@ -5,6 +5,7 @@
 //! Layers, outermost first: request id + tracing span, body size limit, then
 //! for `/v1/*` the per-key rate limit and `Idempotency-Key` handling.
 
+pub mod alerts;
 pub mod certificates;
 pub mod domain_input;
 pub mod domains;
@@ -55,6 +56,7 @@ pub struct AppState {
     pub limiter: Arc<middleware::KeyedLimiter>,
     pub publisher: crate::publish::Publisher,
     pub webhooks: crate::webhooks::Webhooks,
+    pub alerts: crate::alerts::Alerts,
 }
 
 #[derive(OpenApi)]
@@ -107,6 +109,7 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(tenants::revoke_key))
         .routes(routes!(events::list))
         .routes(routes!(edges::create, edges::list))
+        .routes(routes!(alerts::list))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
         .routes(routes!(webhooks::rotate_secret))

@@ -26,6 +26,8 @@ pub struct JobContext {
     pub settings: Arc<Settings>,
     pub dns: DnsChecker,
     pub webhooks: crate::webhooks::Webhooks,
+    /// Pages ops (the escalation ladders' last step).
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// Runs the workers and the scheduler until `stop` is cancelled.
