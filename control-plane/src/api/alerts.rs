@@ -104,13 +104,7 @@ pub async fn list(
     .parse()?;
     let after = match &params.cursor {
         None => None,
-        Some(c) => Some(decode(c).ok_or_else(|| {
-            ApiError::field(
-                "cursor",
-                "invalid_cursor",
-                "the cursor is not one we issued",
-            )
-        })?),
+        Some(c) => Some(decode(c).ok_or_else(super::pagination::invalid_cursor)?),
     };
     let rows = db::alerts::list(&state.pool, after, limit + 1).await?;
     let page = Page::from_rows(rows, limit, |r| r.id, |r| AlertView::from(r));

@@ -38,13 +38,7 @@ impl PageParams {
         }
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(decode(c).ok_or_else(|| {
-                ApiError::field(
-                    "cursor",
-                    "invalid_cursor",
-                    "the cursor is not one we issued",
-                )
-            })?),
+            Some(c) => Some(decode(c).ok_or_else(invalid_cursor)?),
         };
         Ok((after, limit))
     }
@@ -78,4 +72,13 @@ impl<T> Page<T> {
             items: rows.iter().map(view).collect(),
         }
     }
+}
+
+/// The error for a `cursor` this API did not issue (or that was altered).
+pub fn invalid_cursor() -> ApiError {
+    ApiError::field(
+        "cursor",
+        "invalid_cursor",
+        "the cursor is not one we issued",
+    )
 }
