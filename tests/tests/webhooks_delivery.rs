@@ -301,18 +301,7 @@ async fn webhook_endpoint_failing_continuously_is_disabled_with_a_notice() -> an
         .await?;
     assert_eq!(status, 200);
     failing.set_mode(Mode::Status(204));
-    let since = (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
-    let (status, r) = app
-        .call(
-            Method::POST,
-            &format!(
-                "/v1/webhook-endpoints/{endpoint}/replay?since={}",
-                urlencode(&since)
-            ),
-            &key,
-            None,
-        )
-        .await?;
+    let (status, r) = replay_last_minutes(&app, &key, &endpoint, 5).await?;
     // Its domain.created, and the notice of its own disabling (no filter).
     assert_eq!((status, r["queued"].clone()), (202, json!(2)), "{r}");
     eventually(20, "the replayed event to be accepted", || async {
@@ -323,6 +312,21 @@ async fn webhook_endpoint_failing_continuously_is_disabled_with_a_notice() -> an
     })
     .await?;
     app.stop().await
+}
+
+/// `POST .../replay?since=` the last `minutes` for `endpoint`.
+async fn replay_last_minutes(
+    app: &TestApp,
+    key: &str,
+    endpoint: &str,
+    minutes: i64,
+) -> anyhow::Result<(u16, Value)> {
+    let since = (Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339();
+    let path = format!(
+        "/v1/webhook-endpoints/{endpoint}/replay?since={}",
+        urlencode(&since)
+    );
+    app.call(Method::POST, &path, key, None).await
 }
 
 fn urlencode(s: &str) -> String {
@@ -459,18 +463,7 @@ async fn webhook_filter_retry_and_replay_keep_the_webhook_id() -> anyhow::Result
         (receiver.accepted().len() == 2).then_some(())
     })
     .await?;
-    let since = (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
-    let (status, r) = app
-        .call(
-            Method::POST,
-            &format!(
-                "/v1/webhook-endpoints/{endpoint}/replay?since={}",
-                urlencode(&since)
-            ),
-            &key,
-            None,
-        )
-        .await?;
+    let (status, r) = replay_last_minutes(&app, &key, &endpoint, 5).await?;
     assert_eq!((status, r["queued"].clone()), (202, json!(1)), "{r}");
     eventually(20, "the replayed message", || async {
         (receiver.accepted().len() == 3).then_some(())
