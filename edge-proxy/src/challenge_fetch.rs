@@ -147,8 +147,7 @@ impl ChallengeFetch {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (at, found) = remembered.get(key)?;
-        let ttl = if found.is_some() { FOUND_TTL } else { MISS_TTL };
-        (at.elapsed() < ttl).then(|| found.clone())
+        fresh(*at, found).then(|| found.clone())
     }
 
     fn remember(&self, key: String, found: Option<Fetched>) {
@@ -157,9 +156,7 @@ impl ChallengeFetch {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if remembered.len() >= MAX_REMEMBERED {
-            remembered.retain(|_, (at, found)| {
-                at.elapsed() < if found.is_some() { FOUND_TTL } else { MISS_TTL }
-            });
+            remembered.retain(|_, (at, found)| fresh(*at, found));
         }
         if remembered.len() >= MAX_REMEMBERED {
             // Still full of live entries: forget the oldest one.
@@ -199,6 +196,11 @@ impl ChallengeFetch {
             .inc();
         found
     }
+}
+
+/// Whether a remembered answer (or miss) from `at` may still be used.
+fn fresh(at: Instant, found: &Option<Fetched>) -> bool {
+    at.elapsed() < if found.is_some() { FOUND_TTL } else { MISS_TTL }
 }
 
 fn cache_key(id: &ChallengeId) -> String {
