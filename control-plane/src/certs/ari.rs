@@ -26,7 +26,8 @@ const LEASE: Duration = Duration::from_secs(300);
 const BATCH: i64 = 100;
 
 /// What to record after the CA answered `advice` (`None`: it has no ARI)
-/// for a certificate whose stored window is `stored`.
+/// for `row` (whose stored window it is compared with): the window to
+/// store, when to ask again, and a new renewal time if the window moved.
 pub fn next_check(
     row: &AriDue,
     advice: Option<&AriAdvice>,

@@ -133,9 +133,12 @@ impl Issuance {
 
     /// The configured issuer called `name`, if any.
     pub fn named(&self, name: &str) -> Option<&NamedIssuer> {
-        std::iter::once(&self.primary)
-            .chain(&self.fallback)
-            .find(|issuer| issuer.name == name)
+        self.issuers().find(|issuer| issuer.name == name)
+    }
+
+    /// The primary issuer, then the fallback, if any.
+    pub fn issuers(&self) -> impl Iterator<Item = &NamedIssuer> {
+        std::iter::once(&self.primary).chain(&self.fallback)
     }
 
     /// The issuer for an order that has failed `failures` times in a row:

@@ -31,12 +31,12 @@ pub async fn issuance(
     pool: &PgPool,
     settings: &Arc<Settings>,
 ) -> anyhow::Result<Option<Arc<Issuance>>> {
-    let (mut issuers, fallback_after) = match &settings.certificates.issuer {
+    let (primary, fallback, fallback_after) = match &settings.certificates.issuer {
         IssuerSetting::None => return Ok(None),
         IssuerSetting::DevCa { dir } => {
             let ca = DevCa::open(dir)
                 .map_err(|e| anyhow::anyhow!("PORTICO_DEV_CA_DIR {}: {e}", dir.display()))?;
-            (vec![NamedIssuer::new("dev-ca", Arc::new(ca))], 0)
+            (NamedIssuer::new("dev-ca", Arc::new(ca)), None, 0)
         }
         IssuerSetting::Acme {
             directory_url,
@@ -58,26 +58,23 @@ pub async fn issuance(
                 let issuer = LazyAcme::new(pool.clone(), settings.encryption_keys.clone(), config);
                 anyhow::Ok(NamedIssuer::new(url, Arc::new(issuer)))
             };
-            let mut issuers = vec![acme(
+            let primary = acme(
                 directory_url,
                 ca_file.as_deref(),
                 eab,
                 "PORTICO_ACME_CA_FILE",
-            )?];
-            if let Some(f) = fallback {
-                issuers.push(acme(
+            )?;
+            let second = match fallback {
+                Some(f) => Some(acme(
                     &f.directory_url,
                     f.ca_file.as_deref(),
                     &f.eab,
                     "PORTICO_ACME_FALLBACK_CA_FILE",
-                )?);
-            }
-            (issuers, fallback.as_ref().map_or(0, |f| f.after))
+                )?),
+                None => None,
+            };
+            (primary, second, fallback.as_ref().map_or(0, |f| f.after))
         }
-    };
-    let fallback = (issuers.len() > 1).then(|| issuers.remove(1));
-    let Some(primary) = issuers.pop() else {
-        return Ok(None);
     };
     Ok(Some(Arc::new(Issuance {
         pool: pool.clone(),

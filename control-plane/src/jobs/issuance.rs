@@ -67,7 +67,7 @@ pub async fn run(issuance: Arc<Issuance>, stop: CancellationToken) {
 /// Loads or creates the ACME accounts in the background; a CA that cannot
 /// be reached now is tried again by its first order.
 async fn prepare(issuance: Arc<Issuance>) {
-    for issuer in std::iter::once(&issuance.primary).chain(&issuance.fallback) {
+    for issuer in issuance.issuers() {
         if let Err(e) = issuer.issuer.prepare().await {
             tracing::warn!(issuer = %issuer.name, error = %e, "certificate issuer not ready; its first order will try again");
         }
