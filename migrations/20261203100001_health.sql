@@ -75,6 +75,8 @@ CREATE TABLE repair_runs (
     outcome_note     text,
     -- The page this run raised, if it reached the ladder's top.
     alert_id         uuid REFERENCES alerts (id) ON DELETE SET NULL,
+    -- When the tenant was told (`health.degraded`); a recovery is then told too.
+    tenant_notified_at timestamptz,
     opened_at        timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     closed_at        timestamptz,
@@ -106,8 +108,8 @@ CREATE TABLE repair_steps (
     -- What the repair did and how it went.
     did           text NOT NULL DEFAULT '',
     result        text NOT NULL DEFAULT 'running'
-                  CHECK (result IN ('running', 'recovered', 'repaired', 'failed', 'skipped', 'interrupted', 'paged', 'marked')),
-    -- Who started it: `ladder` or `operator:<retry>`.
+                  CHECK (result IN ('running', 'recovered', 'done', 'failed', 'skipped', 'interrupted')),
+    -- Who started it: `ladder`, or `operator` for a retry from the API or dashboard.
     started_by    text NOT NULL DEFAULT 'ladder',
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz
@@ -135,15 +137,36 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+-- Only real changes notify: a check that confirms what was known, or a
+-- heartbeat, would otherwise wake every dashboard thousands of times a second.
 CREATE TRIGGER repair_runs_ops_notify AFTER INSERT OR UPDATE ON repair_runs
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
 CREATE TRIGGER repair_steps_ops_notify AFTER INSERT OR UPDATE ON repair_steps
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
-CREATE TRIGGER health_states_ops_notify AFTER INSERT OR UPDATE OF failing, last_passed ON health_states
+CREATE TRIGGER health_states_ops_notify_insert AFTER INSERT ON health_states
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
-CREATE TRIGGER alerts_ops_notify AFTER INSERT OR UPDATE OF status ON alerts
+CREATE TRIGGER health_states_ops_notify_update AFTER UPDATE ON health_states
+    FOR EACH ROW WHEN (OLD.failing IS DISTINCT FROM NEW.failing OR OLD.last_passed IS DISTINCT FROM NEW.last_passed)
+    EXECUTE FUNCTION portico_ops_notify();
+CREATE TRIGGER alerts_ops_notify_insert AFTER INSERT ON alerts
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
+CREATE TRIGGER alerts_ops_notify_update AFTER UPDATE ON alerts
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION portico_ops_notify();
+-- Edges notify on every heartbeat (the dashboard shows heartbeat age and
+-- config lag); there are few edges and one heartbeat per edge per interval.
 CREATE TRIGGER edges_ops_notify AFTER INSERT OR UPDATE ON edges
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
-CREATE TRIGGER domains_ops_notify AFTER INSERT OR UPDATE OF status, tls_status ON domains
+CREATE TRIGGER domains_ops_notify_insert AFTER INSERT ON domains
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
+CREATE TRIGGER domains_ops_notify_update AFTER UPDATE ON domains
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.tls_status IS DISTINCT FROM NEW.tls_status)
+    EXECUTE FUNCTION portico_ops_notify();
+
+-- The health fan-out's schedule: when each domain and edge is checked next.
+ALTER TABLE domains ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now() + random() * interval '60 seconds';
+CREATE INDEX domains_health_due ON domains (next_health_at) WHERE status = 'active';
+ALTER TABLE edges ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now();
+-- A full config resync asked for by a repair: the edge's next (or current)
+-- config stream starts with a snapshot, whatever version it says it has.
+ALTER TABLE edges ADD COLUMN resync_requested_at timestamptz;
