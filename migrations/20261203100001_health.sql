@@ -90,9 +90,10 @@ CREATE INDEX repair_runs_due ON repair_runs (next_step_at) WHERE status = 'open'
 CREATE INDEX repair_runs_listing ON repair_runs ((status <> 'closed') DESC, id DESC);
 
 -- One rung executed for one run: the re-check, then (if still failing) the
--- repair. `started_at` without `finished_at` is a step in flight; a worker
--- that dies leaves it so, and the next worker records it as `interrupted`
--- before running the rung again (repairs are idempotent).
+-- repair. A step without `finished_at` is in flight; the worker running it
+-- touches `alive_at` while it works. A worker that dies stops touching it,
+-- and once it is older than the step lease the next worker records the step
+-- as `interrupted` and runs the rung again (repairs are idempotent).
 CREATE TABLE repair_steps (
     id            uuid PRIMARY KEY,
     run_id        uuid NOT NULL REFERENCES repair_runs (id) ON DELETE CASCADE,
@@ -112,6 +113,7 @@ CREATE TABLE repair_steps (
     -- Who started it: `ladder`, or `operator` for a retry from the API or dashboard.
     started_by    text NOT NULL DEFAULT 'ladder',
     started_at    timestamptz NOT NULL DEFAULT now(),
+    alive_at      timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz
 );
 CREATE INDEX repair_steps_run ON repair_steps (run_id, started_at);
@@ -164,9 +166,14 @@ CREATE TRIGGER domains_ops_notify_update AFTER UPDATE ON domains
     EXECUTE FUNCTION portico_ops_notify();
 
 -- The health fan-out's schedule: when each domain and edge is checked next.
-ALTER TABLE domains ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now() + random() * interval '60 seconds';
-CREATE INDEX domains_health_due ON domains (next_health_at) WHERE status = 'active';
+-- New domains are checked at once; after that each keeps a fixed phase
+-- within the interval (from a hash of its id), so checks spread evenly.
+ALTER TABLE domains ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX domains_health_due ON domains (next_health_at) WHERE status IN ('active', 'misconfigured', 'moved');
 ALTER TABLE edges ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now();
 -- A full config resync asked for by a repair: the edge's next (or current)
 -- config stream starts with a snapshot, whatever version it says it has.
 ALTER TABLE edges ADD COLUMN resync_requested_at timestamptz;
+-- Hosts in the edge's table that have no certificate (from its heartbeat,
+-- at most 100): a domain with a stored certificate listed here is missing it.
+ALTER TABLE edges ADD COLUMN hosts_missing_certificate text[] NOT NULL DEFAULT '{}';

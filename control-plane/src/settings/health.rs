@@ -80,10 +80,14 @@ impl HealthSettings {
 
 pub(super) fn health_settings(raw: &Raw) -> Result<HealthSettings, SettingsError> {
     let ms = |name: &str, default: u32| -> Result<Duration, SettingsError> {
-        Ok(Duration::from_millis(u64::from(positive(raw, name, default)?)))
+        Ok(Duration::from_millis(u64::from(positive(
+            raw, name, default,
+        )?)))
     };
     let secs = |name: &str, default: u32| -> Result<Duration, SettingsError> {
-        Ok(Duration::from_secs(u64::from(positive(raw, name, default)?)))
+        Ok(Duration::from_secs(u64::from(positive(
+            raw, name, default,
+        )?)))
     };
     let ratio = |name: &str, default: f64| -> Result<f64, SettingsError> {
         let r: f64 = raw.parse_or(name, Some(default))?;
@@ -153,7 +157,9 @@ fn infra_setting(raw: &Raw) -> Result<InfraSetting, SettingsError> {
             Ok(InfraSetting::Local {
                 count,
                 dir: raw.get("PORTICO_LOCAL_EDGE_DIR").map(PathBuf::from),
-                control_plane_url: raw.get("PORTICO_LOCAL_EDGE_CONTROL_PLANE").map(str::to_string),
+                control_plane_url: raw
+                    .get("PORTICO_LOCAL_EDGE_CONTROL_PLANE")
+                    .map(str::to_string),
                 env,
             })
         }
