@@ -69,6 +69,11 @@ fn dev_settings(dev_dir: &Path, dns: Option<SocketAddr>) -> anyhow::Result<Setti
         ("PORTICO_DNS_TIMEOUT_MS", "1500"),
         ("PORTICO_DNS_NAMESERVERS", nameserver.as_str()),
         ("PORTICO_SCHEDULER_TICK_SECS", "2"),
+        // Kill the edge and watch the ladder restart it within seconds.
+        ("PORTICO_HEALTH_TICK_MS", "1000"),
+        ("PORTICO_HEALTH_EDGE_INTERVAL_MS", "2000"),
+        ("PORTICO_HEALTH_HOST_INTERVAL_MS", "10000"),
+        ("PORTICO_REPAIR_TIME_SCALE", "0.2"),
         ("PORTICO_OPERATOR_TOKEN", operator_token.as_str()),
         ("PORTICO_ISSUER", "dev"),
         ("PORTICO_DEV_CA_DIR", ca_dir.as_str()),
