@@ -59,6 +59,9 @@ pub struct Cli {
     /// PEM file of CAs trusted for an https:// control plane, besides the system's.
     #[arg(long, env = "PORTICO_EDGE_CONTROL_PLANE_CA_FILE")]
     pub control_plane_ca_file: Option<PathBuf>,
+    /// How often traffic reports are sent, ms (default 10000).
+    #[arg(long, env = "PORTICO_EDGE_REPORT_INTERVAL_MS")]
+    pub report_interval_ms: Option<u64>,
 }
 
 /// The TOML file's shape: the same settings, all optional.
@@ -81,6 +84,7 @@ struct FileConfig {
     control_plane_ca_file: Option<PathBuf>,
     heartbeat_interval_ms: Option<u64>,
     persist_interval_ms: Option<u64>,
+    report_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +116,7 @@ pub struct ControlPlane {
     pub ca_file: Option<PathBuf>,
     pub heartbeat_interval: Duration,
     pub persist_interval: Duration,
+    pub report_interval: Duration,
 }
 
 /// A bearer token. `Debug` and `Display` print `[redacted]`; only
@@ -277,6 +282,12 @@ fn control_plane(cli: &Cli, file: &FileConfig) -> anyhow::Result<Option<ControlP
             100,
         )?,
         persist_interval: interval("persist_interval_ms", file.persist_interval_ms, 1_000, 10)?,
+        report_interval: interval(
+            "report_interval_ms",
+            cli.report_interval_ms.or(file.report_interval_ms),
+            10_000,
+            100,
+        )?,
     }))
 }
 

@@ -61,6 +61,14 @@ pub fn counters(edge: &Edge, table: &RoutingTable) -> BTreeMap<String, u64> {
             m.snapshots_applied.get(),
         ),
         ("deltas_applied_total".to_owned(), m.deltas_applied.get()),
+        (
+            "report_windows_dropped".to_owned(),
+            edge.traffic.outbox.dropped(),
+        ),
+        (
+            "report_events_dropped".to_owned(),
+            edge.traffic.events_dropped(),
+        ),
     ])
 }
 
