@@ -17,10 +17,12 @@ use std::time::Duration;
 mod alerts;
 mod certificates;
 mod fly;
+mod traffic;
 mod webhooks;
 pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use certificates::{AcmeFallback, CertificateSettings, IssuerSetting};
 pub use fly::FlySettings;
+pub use traffic::TrafficSettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub struct Settings {
     pub config: ConfigSettings,
     pub certificates: CertificateSettings,
     pub webhooks: WebhookSettings,
+    /// Traffic reports from edges: retention, pruning, ingestion.
+    pub traffic: TrafficSettings,
     /// The Fly Machines infra adapter; `None` without `PORTICO_FLY_APP`.
     pub fly: Option<FlySettings>,
     pub alerts: AlertSettings,
@@ -202,6 +206,7 @@ impl Settings {
             },
             certificates: certificates::certificate_settings(raw)?,
             webhooks: webhooks::webhook_settings(raw)?,
+            traffic: traffic::traffic_settings(raw)?,
             fly: fly::fly_settings(raw)?,
             alerts: alerts::alert_settings(raw, listen)?,
             encryption_keys: crate::crypto::Keyring::parse(

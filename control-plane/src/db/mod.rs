@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod orders;
 pub mod published;
 pub mod tenants;
+pub mod traffic;
 pub mod webhook_messages;
 pub mod webhooks;
 

@@ -7,8 +7,11 @@
 //!   each, in the same transaction as the claim.
 //! - [`dns_check`]: one DNS check for one domain.
 //! - [`webhooks`]: the webhook dispatcher and the `deliver_webhook` worker.
+//! - [`ingest`]: the `ingest_report` worker (edges' traffic reports) and
+//!   the pruning of old traffic windows (from the scheduler tick).
 
 pub mod dns_check;
+pub mod ingest;
 pub mod issuance;
 pub mod scheduler;
 pub mod webhooks;
@@ -35,9 +38,11 @@ pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(issuance::start(ctx.clone(), stop.clone()));
     let worker = tokio::spawn(dns_check::worker(ctx.clone(), stop.clone()));
     let webhooks = tokio::spawn(webhooks::run(ctx.clone(), stop.clone()));
+    let ingest = tokio::spawn(ingest::worker(ctx.clone(), stop.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx, stop));
     worker.await??;
     scheduler.await?;
     webhooks.await??;
+    ingest.await??;
     Ok(())
 }

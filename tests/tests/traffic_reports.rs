@@ -1,0 +1,261 @@
+//! Traffic reports end to end, with real processes: a `portico-control-plane
+//! serve` process running the job worker, a registered `portico-edge`
+//! following it, an upstream that answers the status it is asked for, and a
+//! host whose upstream port is dead. What the edge counted reaches
+//! `traffic_windows` exactly; windows counted while the control plane is
+//! down are shipped when it returns; bad reports get problems.
+
+use portico_control_plane::db::traffic::{self, TrafficTotals};
+use portico_e2e::cluster::{ControlPlane, register_edge};
+use portico_e2e::edge::{TestEdge, free_port};
+use portico_e2e::{eventually, fresh_database, tenant_key};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// An upstream answering `GET /status/{code}` with that status.
+async fn status_upstream() -> anyhow::Result<SocketAddr> {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    let app = axum::Router::new().route(
+        "/status/{code}",
+        axum::routing::get(|Path(code): Path<u16>| async move {
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+struct Setup {
+    cp: ControlPlane,
+    pool: PgPool,
+    key: String,
+    token: String,
+}
+
+async fn setup() -> anyhow::Result<Setup> {
+    let db = fresh_database().await?;
+    let cp = ControlPlane::start(&db, &[("PORTICO_WORKER_IN_SERVE", "true")]).await?;
+    let key = tenant_key(&cp.base()).await?;
+    let token = register_edge(&cp.base(), "edge-r").await?;
+    let pool = PgPool::connect(&db).await?;
+    Ok(Setup {
+        cp,
+        pool,
+        key,
+        token,
+    })
+}
+
+async fn add_domain(base: &str, key: &str, host: &str, target: SocketAddr) -> anyhow::Result<uuid::Uuid> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/domains"))
+        .bearer_auth(key)
+        .json(&json!({"hostname": host, "target": target.to_string()}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 201, "create {host}: {}", resp.status());
+    let body: Value = resp.json().await?;
+    Ok(body["id"].as_str().unwrap_or_default().parse()?)
+}
+
+/// An edge named `edge-r` following the control plane, reporting every 200 ms,
+/// once it serves `hosts` hosts.
+async fn edge(s: &Setup, hosts: u64) -> anyhow::Result<TestEdge> {
+    let dir = std::env::temp_dir().join(format!("portico-edge-r-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let base = s.cp.base();
+    let args = [
+        "--control-plane",
+        &base,
+        "--token",
+        &s.token,
+        "--name",
+        "edge-r",
+        "--report-interval-ms",
+        "200",
+    ]
+    .map(String::from);
+    let edge = TestEdge::start_in(&dir, &args).await?;
+    eventually(30, "the edge to serve its hosts", || async {
+        let n = edge.metric("portico_edge_hosts").await.ok()?;
+        (n as u64 == hosts).then_some(())
+    })
+    .await?;
+    Ok(edge)
+}
+
+/// Sends `n` GETs for `path` on `host` through the edge; returns their statuses.
+async fn send(edge: &TestEdge, host: &str, path: &str, n: usize) -> anyhow::Result<Vec<u16>> {
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::with_capacity(n);
+    for _ in 0..n {
+        let resp = client
+            .get(format!("http://{}{path}", edge.http))
+            .header("Host", host)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        statuses.push(resp.status().as_u16());
+    }
+    Ok(statuses)
+}
+
+/// Sums of the stored windows of `host`:
+/// (requests, 2xx, 3xx, 4xx, 5xx, connect failures, tls failures).
+async fn stored(pool: &PgPool, host: &str) -> anyhow::Result<[i64; 7]> {
+    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(sum(requests), 0)::bigint, COALESCE(sum(status_2xx), 0)::bigint,
+                COALESCE(sum(status_3xx), 0)::bigint, COALESCE(sum(status_4xx), 0)::bigint,
+                COALESCE(sum(status_5xx), 0)::bigint,
+                COALESCE(sum(upstream_connect_failures), 0)::bigint,
+                COALESCE(sum(tls_handshake_failures), 0)::bigint
+         FROM traffic_windows WHERE host = $1",
+    )
+    .bind(host)
+    .fetch_one(pool)
+    .await?;
+    Ok([row.0, row.1, row.2, row.3, row.4, row.5, row.6])
+}
+
+async fn wait_stored(pool: &PgPool, host: &str, want: [i64; 7]) -> anyhow::Result<()> {
+    let mut last = [0; 7];
+    let reached = eventually(60, &format!("the windows of {host} to sum to {want:?}"), || async {
+        last = stored(pool, host).await.ok()?;
+        (last == want).then_some(())
+    })
+    .await;
+    reached.map_err(|e| anyhow::anyhow!("{e}; last sums {last:?}"))
+}
+
+#[tokio::test]
+async fn what_the_edge_counts_reaches_the_windows_exactly() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let base = s.cp.base();
+    let upstream = status_upstream().await?;
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let shop = add_domain(&base, &s.key, "shop.example.com", upstream).await?;
+    let down = add_domain(&base, &s.key, "down.example.com", dead).await?;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let edge = edge(&s, 2).await?;
+
+    assert_eq!(send(&edge, "shop.example.com", "/status/200", 40).await?, [200; 40]);
+    assert_eq!(send(&edge, "shop.example.com", "/status/404", 7).await?, [404; 7]);
+    assert_eq!(send(&edge, "shop.example.com", "/status/502", 5).await?, [502; 5]);
+    assert_eq!(send(&edge, "down.example.com", "/", 3).await?, [502; 3]);
+    // Not a configured host: answered, not counted in any window.
+    assert_eq!(send(&edge, "nobody.example.com", "/", 2).await?, [404; 2]);
+
+    wait_stored(&s.pool, "shop.example.com", [52, 40, 0, 7, 5, 0, 0]).await?;
+    wait_stored(&s.pool, "down.example.com", [3, 0, 0, 0, 3, 3, 0]).await?;
+    let hosts: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT host FROM traffic_windows ORDER BY host")
+        .fetch_all(&s.pool)
+        .await?;
+    assert_eq!(
+        hosts,
+        [("down.example.com".to_string(),), ("shop.example.com".to_string(),)]
+    );
+
+    // The queries the health checks and the dashboard use agree.
+    let totals = traffic::domain_totals(&s.pool, shop, since).await?;
+    assert_eq!(
+        (totals.requests, totals.status_2xx, totals.status_4xx, totals.status_5xx),
+        (52, 40, 7, 5)
+    );
+    assert!(totals.windows >= 1);
+    let down_totals = traffic::domain_totals(&s.pool, down, since).await?;
+    assert_eq!((down_totals.requests, down_totals.upstream_connect_failures), (3, 3));
+    let per_edge = traffic::edges_recent(&s.pool, since).await?;
+    assert_eq!(per_edge.len(), 1);
+    let TrafficTotals { requests, status_5xx, upstream_connect_failures, .. } = per_edge[0].1;
+    assert_eq!((requests, status_5xx, upstream_connect_failures), (55, 8, 3));
+    assert_eq!(traffic::edge_totals(&s.pool, per_edge[0].0, since).await?.requests, 55);
+    let series = traffic::domain_series(&s.pool, shop, since, 3600).await?;
+    assert_eq!(series.iter().map(|p| p.requests).sum::<i64>(), 52);
+    assert_eq!(series.iter().map(|p| p.errors_5xx).sum::<i64>(), 5);
+    // Loopback answers fast: the 95th percentile is in a bounded bucket.
+    assert!(series.iter().all(|p| p.p95_ms_estimate.is_some()), "{series:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn windows_counted_while_the_control_plane_is_down_arrive_when_it_returns() -> anyhow::Result<()> {
+    let mut s = setup().await?;
+    let base = s.cp.base();
+    let upstream = status_upstream().await?;
+    add_domain(&base, &s.key, "shop.example.com", upstream).await?;
+    let edge = edge(&s, 1).await?;
+
+    assert_eq!(send(&edge, "shop.example.com", "/status/200", 10).await?, [200; 10]);
+    wait_stored(&s.pool, "shop.example.com", [10, 10, 0, 0, 0, 0, 0]).await?;
+
+    s.cp.kill();
+    // The edge keeps serving from its table.
+    assert_eq!(send(&edge, "shop.example.com", "/status/200", 20).await?, [200; 20]);
+    assert_eq!(send(&edge, "shop.example.com", "/status/404", 4).await?, [404; 4]);
+    // Wait until the edge has tried to ship them and failed at least once.
+    eventually(60, "a failed report while the control plane is down", || async {
+        let failures = edge.metric("portico_edge_report_failures_total").await.ok()?;
+        (failures >= 1.0).then_some(())
+    })
+    .await?;
+    s.cp.restart().await?;
+    wait_stored(&s.pool, "shop.example.com", [34, 30, 0, 4, 0, 0, 0]).await?;
+    assert_eq!(edge.metric("portico_edge_dropped_reports_total").await?, 0.0);
+    assert_eq!(edge.metric("portico_edge_report_events_dropped_total").await?, 0.0);
+    Ok(())
+}
+
+fn window(host: &str, start_unix: i64) -> Value {
+    json!({"host": host, "start_unix": start_unix, "secs": 10, "requests": 1, "status_2xx": 1,
+           "latency_buckets_ms": [[5, 1]]})
+}
+
+#[tokio::test]
+async fn bad_reports_get_a_problem_naming_the_field() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let url = format!("{}/internal/v1/edge/reports", s.cp.base());
+    let http = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    let post = |body: Value| http.post(&url).bearer_auth(&s.token).json(&body).send();
+
+    let ok = json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now - 20)], "dropped": 2});
+    assert_eq!(post(ok).await?.status(), 202);
+    let cases = [
+        (json!({"v": 9, "edge_id": "edge-r", "windows": []}), "v"),
+        (json!({"v": 1, "edge_id": "someone-else", "windows": []}), "edge_id"),
+        (json!({"v": 1, "edge_id": "edge-r", "windows": (0..5001).map(|i| window(&format!("h{i}.example.com"), now)).collect::<Vec<_>>()}), "windows"),
+        (json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now + 7200)]}), "windows[0].start_unix"),
+        (json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now - 30 * 86_400)]}), "windows[0].start_unix"),
+        (json!({"v": 1, "edge_id": "edge-r", "windows": [{"host": "a.example.com", "start_unix": now, "secs": 0}]}), "windows[0].secs"),
+    ];
+    for (body, field) in cases {
+        let resp = post(body).await?;
+        assert_eq!(resp.status(), 422, "{field}");
+        let problem: Value = resp.json().await?;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let resp = http.post(&url).bearer_auth(&s.token).header("content-type", "application/json").body("{").send().await?;
+    assert_eq!(resp.status(), 400);
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    let resp = http.post(&url).bearer_auth(&s.token).header("content-type", "application/json").body(huge).send().await?;
+    assert_eq!(resp.status(), 413);
+    let resp = http.post(&url).json(&json!({"v": 1, "edge_id": "edge-r"})).send().await?;
+    assert_eq!(resp.status(), 401);
+
+    // The accepted one is stored by the worker, with the edge's drop count.
+    wait_stored(&s.pool, "a.example.com", [1, 1, 0, 0, 0, 0, 0]).await?;
+    let dropped: (Option<i64>,) = sqlx::query_as(
+        "SELECT (counters->>'report_windows_dropped')::bigint FROM edges WHERE name = 'edge-r'",
+    )
+    .fetch_one(&s.pool)
+    .await?;
+    assert_eq!(dropped.0, Some(2));
+    Ok(())
+}
