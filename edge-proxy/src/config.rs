@@ -389,6 +389,7 @@ mod tests {
         assert_eq!(cp.name, "fra-1");
         assert_eq!(cp.heartbeat_interval, Duration::from_millis(10_000));
         assert_eq!(cp.persist_interval, Duration::from_millis(1_000));
+        assert_eq!(cp.report_interval, Duration::from_millis(10_000));
         let (url, token) = c.on_demand_source().unwrap();
         assert_eq!(
             url,
@@ -432,7 +433,7 @@ mod tests {
             "edge.toml",
             &format!(
                 "control_plane = \"http://cp\"\ntoken_file = {:?}\nheartbeat_interval_ms = 250\n\
-                 persist_interval_ms = 50\nname = \"ams-1\"\n",
+                 persist_interval_ms = 50\nreport_interval_ms = 500\nname = \"ams-1\"\n",
                 file.display().to_string()
             ),
         );
@@ -441,6 +442,7 @@ mod tests {
         assert_eq!(cp.token.expose(), "pte_from_file");
         assert_eq!(cp.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(cp.persist_interval, Duration::from_millis(50));
+        assert_eq!(cp.report_interval, Duration::from_millis(500));
         assert_eq!(cp.name, "ams-1");
         let f = file.to_str().unwrap();
         let c = config(&["--control-plane", "http://cp", "--token-file", f]).unwrap();

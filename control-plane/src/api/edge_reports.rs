@@ -21,8 +21,7 @@ pub const PATH: &str = "/internal/v1/edge/reports";
 /// `PORTICO_TRAFFIC_RETENTION_HOURS`. A window sent again overwrites the
 /// stored one.
 #[utoipa::path(post, path = "/internal/v1/edge/reports", tag = "edge",
-    request_body(content = Object, description = "a portico-protocol Report"),
-    responses((status = 202, description = "queued for ingestion"),
+    responses((status = 202, description = "queued for ingestion (body: a portico-protocol Report)"),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem),
         (status = 422, body = Problem)),

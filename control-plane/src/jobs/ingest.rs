@@ -7,7 +7,7 @@
 use super::JobContext;
 use crate::db;
 use apalis::prelude::*;
-use apalis_postgres::{Config, PgTask, PostgresStorage};
+use apalis_postgres::{Config, PostgresStorage};
 use portico_protocol::Report;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
