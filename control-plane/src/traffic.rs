@@ -43,7 +43,10 @@ pub fn validate(
         fail(
             "v".into(),
             "unsupported_version",
-            format!("protocol version {} is not 1..={PROTOCOL_VERSION}", report.v),
+            format!(
+                "protocol version {} is not 1..={PROTOCOL_VERSION}",
+                report.v
+            ),
         );
     }
     if report.edge_id != edge_name {
@@ -59,14 +62,21 @@ pub fn validate(
         fail(
             "windows".into(),
             "too_many",
-            format!("at most {MAX_WINDOWS} windows per report, got {}", report.windows.len()),
+            format!(
+                "at most {MAX_WINDOWS} windows per report, got {}",
+                report.windows.len()
+            ),
         );
     }
     if header_ok {
         check_windows(&report.windows, now, retention, &mut fail);
     }
     errors.truncate(MAX_ERRORS);
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn check_windows(
@@ -91,15 +101,34 @@ fn check_windows(
             || w.host.len() > MAX_HOST_LEN
             || !w.host.bytes().all(|b| b.is_ascii_graphic())
         {
-            bad("host", "invalid_host", format!("1-{MAX_HOST_LEN} printable ASCII characters"));
+            bad(
+                "host",
+                "invalid_host",
+                format!("1-{MAX_HOST_LEN} printable ASCII characters"),
+            );
         }
         if !(1..=3_600).contains(&w.secs) {
-            bad("secs", "out_of_range", format!("must be 1..=3600, got {}", w.secs));
+            bad(
+                "secs",
+                "out_of_range",
+                format!("must be 1..=3600, got {}", w.secs),
+            );
         }
         if w.start_unix > newest {
-            bad("start_unix", "in_the_future", format!("{} is more than an hour ahead of the control plane's clock", w.start_unix));
+            bad(
+                "start_unix",
+                "in_the_future",
+                format!(
+                    "{} is more than an hour ahead of the control plane's clock",
+                    w.start_unix
+                ),
+            );
         } else if w.start_unix < oldest {
-            bad("start_unix", "too_old", format!("{} is older than the traffic retention", w.start_unix));
+            bad(
+                "start_unix",
+                "too_old",
+                format!("{} is older than the traffic retention", w.start_unix),
+            );
         }
         let counts = [
             ("requests", w.requests),
@@ -112,14 +141,22 @@ fn check_windows(
         ];
         for (field, n) in counts {
             if i64::try_from(n).is_err() {
-                bad(field, "too_large", format!("{n} does not fit a 64-bit signed count"));
+                bad(
+                    field,
+                    "too_large",
+                    format!("{n} does not fit a 64-bit signed count"),
+                );
             }
         }
         if let Err(why) = check_histogram(&w.latency_buckets_ms) {
             bad("latency_buckets_ms", "invalid_histogram", why);
         }
         if !seen.insert((w.host.as_str(), w.start_unix)) {
-            bad("start_unix", "duplicate", format!("a second window for {:?} at {}", w.host, w.start_unix));
+            bad(
+                "start_unix",
+                "duplicate",
+                format!("a second window for {:?} at {}", w.host, w.start_unix),
+            );
         }
     }
 }
@@ -129,8 +166,13 @@ fn check_histogram(buckets: &[(u32, u64)]) -> Result<(), String> {
         return Err(format!("at most {MAX_BUCKETS} buckets"));
     }
     let max_bound = u32::try_from(i32::MAX).unwrap_or(u32::MAX);
-    if buckets.iter().any(|(b, n)| *b > max_bound || i64::try_from(*n).is_err()) {
-        return Err(format!("bounds must be at most {max_bound} and counts fit 64-bit signed"));
+    if buckets
+        .iter()
+        .any(|(b, n)| *b > max_bound || i64::try_from(*n).is_err())
+    {
+        return Err(format!(
+            "bounds must be at most {max_bound} and counts fit 64-bit signed"
+        ));
     }
     if buckets.windows(2).any(|p| p[0].0 >= p[1].0) {
         return Err("bounds must be strictly ascending".into());

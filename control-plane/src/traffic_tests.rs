@@ -46,14 +46,20 @@ fn one(field: &str, code: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_good_report_passes_and_converts_to_rows() {
-    let r = report(vec![window("a.example.com", NOW - 20), window("*.b.example", NOW - 20)]);
+    let r = report(vec![
+        window("a.example.com", NOW - 20),
+        window("*.b.example", NOW - 20),
+    ]);
     assert_eq!(fields(&r), []);
     let rows = rows(&r);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].window_start.timestamp(), NOW - 20);
     assert_eq!(rows[0].latency_bounds_ms, [5, i32::MAX]);
     assert_eq!(rows[0].latency_counts, [2, 1]);
-    assert_eq!((rows[1].host.as_str(), rows[1].status_5xx), ("*.b.example", 1));
+    assert_eq!(
+        (rows[1].host.as_str(), rows[1].status_5xx),
+        ("*.b.example", 1)
+    );
 }
 
 #[test]
@@ -79,21 +85,60 @@ fn too_many_windows_are_refused() {
 #[test]
 fn absurd_times_and_lengths_name_the_window() {
     let cases = [
-        (window("a.example.com", NOW + 3_601), "windows[0].start_unix", "in_the_future"),
-        (window("a.example.com", NOW - 8 * 86_400), "windows[0].start_unix", "too_old"),
-        (StatsWindow { secs: 0, ..window("a.example.com", NOW) }, "windows[0].secs", "out_of_range"),
-        (StatsWindow { secs: 3_601, ..window("a.example.com", NOW) }, "windows[0].secs", "out_of_range"),
-        (window(&"a".repeat(254), NOW), "windows[0].host", "invalid_host"),
+        (
+            window("a.example.com", NOW + 3_601),
+            "windows[0].start_unix",
+            "in_the_future",
+        ),
+        (
+            window("a.example.com", NOW - 8 * 86_400),
+            "windows[0].start_unix",
+            "too_old",
+        ),
+        (
+            StatsWindow {
+                secs: 0,
+                ..window("a.example.com", NOW)
+            },
+            "windows[0].secs",
+            "out_of_range",
+        ),
+        (
+            StatsWindow {
+                secs: 3_601,
+                ..window("a.example.com", NOW)
+            },
+            "windows[0].secs",
+            "out_of_range",
+        ),
+        (
+            window(&"a".repeat(254), NOW),
+            "windows[0].host",
+            "invalid_host",
+        ),
         (window("", NOW), "windows[0].host", "invalid_host"),
         (window("a b", NOW), "windows[0].host", "invalid_host"),
-        (StatsWindow { requests: u64::MAX, ..window("a.example.com", NOW) }, "windows[0].requests", "too_large"),
         (
-            StatsWindow { latency_buckets_ms: vec![(10, 1), (5, 1)], ..window("a.example.com", NOW) },
+            StatsWindow {
+                requests: u64::MAX,
+                ..window("a.example.com", NOW)
+            },
+            "windows[0].requests",
+            "too_large",
+        ),
+        (
+            StatsWindow {
+                latency_buckets_ms: vec![(10, 1), (5, 1)],
+                ..window("a.example.com", NOW)
+            },
             "windows[0].latency_buckets_ms",
             "invalid_histogram",
         ),
         (
-            StatsWindow { latency_buckets_ms: vec![(u32::MAX, 1)], ..window("a.example.com", NOW) },
+            StatsWindow {
+                latency_buckets_ms: vec![(u32::MAX, 1)],
+                ..window("a.example.com", NOW)
+            },
             "windows[0].latency_buckets_ms",
             "invalid_histogram",
         ),
@@ -102,7 +147,10 @@ fn absurd_times_and_lengths_name_the_window() {
         assert_eq!(fields(&report(vec![w])), one(field, code), "{field} {code}");
     }
     // An hour ahead is clock drift, not absurd.
-    assert_eq!(fields(&report(vec![window("a.example.com", NOW + 3_600)])), []);
+    assert_eq!(
+        fields(&report(vec![window("a.example.com", NOW + 3_600)])),
+        []
+    );
 }
 
 #[test]

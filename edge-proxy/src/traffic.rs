@@ -122,7 +122,11 @@ impl Traffic {
     /// The aggregator's end of the queue; `None` after the first call.
     /// Recording starts with this call.
     pub fn take_receiver(&self) -> Option<mpsc::Receiver<Event>> {
-        let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if rx.is_some() {
             self.enabled.store(true, Ordering::Relaxed);
         }

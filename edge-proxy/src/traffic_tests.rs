@@ -74,7 +74,10 @@ fn events_fold_into_their_host_and_window() {
     assert_eq!(closed.len(), 2);
     let (wb, wa) = (&closed[0], &closed[1]);
     assert_eq!((wb.host.as_str(), wb.start_unix), ("*.b.example", t0));
-    assert_eq!((wb.requests, wb.status_3xx, wb.tls_handshake_failures), (1, 1, 1));
+    assert_eq!(
+        (wb.requests, wb.status_3xx, wb.tls_handshake_failures),
+        (1, 1, 1)
+    );
     assert_eq!(wb.latency_buckets_ms, vec![(100, 1)]);
     assert_eq!(wa.host, "a.example.com");
     assert_eq!(wa.secs, WINDOW_SECS);
@@ -84,10 +87,7 @@ fn events_fold_into_their_host_and_window() {
         (2, 0, 1, 1)
     );
     assert_eq!(wa.upstream_connect_failures, 2);
-    assert_eq!(
-        wa.latency_buckets_ms,
-        vec![(5, 2), (10, 2), (5_000, 1)]
-    );
+    assert_eq!(wa.latency_buckets_ms, vec![(5, 2), (10, 2), (5_000, 1)]);
     let rest = w.close(t0 + 22, false);
     assert_eq!(rest.len(), 1);
     assert_eq!((rest[0].start_unix, rest[0].status_5xx), (t0 + 10, 1));
@@ -141,7 +141,10 @@ fn a_full_outbox_drops_the_oldest_and_counts() {
     assert_eq!(o.push((2..5).map(window).collect()), 2);
     assert_eq!(o.dropped(), 2);
     let taken = o.take(2);
-    assert_eq!(taken.iter().map(|w| w.start_unix).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        taken.iter().map(|w| w.start_unix).collect::<Vec<_>>(),
+        [2, 3]
+    );
     o.push(vec![window(5), window(6)]);
     // Three newer windows are waiting: putting two back drops the oldest two.
     assert_eq!(o.put_back(taken), 2);

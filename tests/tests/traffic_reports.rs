@@ -53,7 +53,12 @@ async fn setup() -> anyhow::Result<Setup> {
     })
 }
 
-async fn add_domain(base: &str, key: &str, host: &str, target: SocketAddr) -> anyhow::Result<uuid::Uuid> {
+async fn add_domain(
+    base: &str,
+    key: &str,
+    host: &str,
+    target: SocketAddr,
+) -> anyhow::Result<uuid::Uuid> {
     let resp = reqwest::Client::new()
         .post(format!("{base}/v1/domains"))
         .bearer_auth(key)
@@ -68,7 +73,8 @@ async fn add_domain(base: &str, key: &str, host: &str, target: SocketAddr) -> an
 /// An edge named `edge-r` following the control plane, reporting every 200 ms,
 /// once it serves `hosts` hosts.
 async fn edge(s: &Setup, hosts: u64) -> anyhow::Result<TestEdge> {
-    let dir = std::env::temp_dir().join(format!("portico-edge-r-{}", uuid::Uuid::now_v7().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("portico-edge-r-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
     let base = s.cp.base();
     let args = [
@@ -126,10 +132,14 @@ async fn stored(pool: &PgPool, host: &str) -> anyhow::Result<[i64; 7]> {
 
 async fn wait_stored(pool: &PgPool, host: &str, want: [i64; 7]) -> anyhow::Result<()> {
     let mut last = [0; 7];
-    let reached = eventually(60, &format!("the windows of {host} to sum to {want:?}"), || async {
-        last = stored(pool, host).await.ok()?;
-        (last == want).then_some(())
-    })
+    let reached = eventually(
+        60,
+        &format!("the windows of {host} to sum to {want:?}"),
+        || async {
+            last = stored(pool, host).await.ok()?;
+            (last == want).then_some(())
+        },
+    )
     .await;
     reached.map_err(|e| anyhow::anyhow!("{e}; last sums {last:?}"))
 }
@@ -145,70 +155,131 @@ async fn what_the_edge_counts_reaches_the_windows_exactly() -> anyhow::Result<()
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
     let edge = edge(&s, 2).await?;
 
-    assert_eq!(send(&edge, "shop.example.com", "/status/200", 40).await?, [200; 40]);
-    assert_eq!(send(&edge, "shop.example.com", "/status/404", 7).await?, [404; 7]);
-    assert_eq!(send(&edge, "shop.example.com", "/status/502", 5).await?, [502; 5]);
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/200", 40).await?,
+        [200; 40]
+    );
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/404", 7).await?,
+        [404; 7]
+    );
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/502", 5).await?,
+        [502; 5]
+    );
     assert_eq!(send(&edge, "down.example.com", "/", 3).await?, [502; 3]);
     // Not a configured host: answered, not counted in any window.
     assert_eq!(send(&edge, "nobody.example.com", "/", 2).await?, [404; 2]);
 
     wait_stored(&s.pool, "shop.example.com", [52, 40, 0, 7, 5, 0, 0]).await?;
     wait_stored(&s.pool, "down.example.com", [3, 0, 0, 0, 3, 3, 0]).await?;
-    let hosts: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT host FROM traffic_windows ORDER BY host")
-        .fetch_all(&s.pool)
-        .await?;
+    let hosts: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT host FROM traffic_windows ORDER BY host")
+            .fetch_all(&s.pool)
+            .await?;
     assert_eq!(
         hosts,
-        [("down.example.com".to_string(),), ("shop.example.com".to_string(),)]
+        [
+            ("down.example.com".to_string(),),
+            ("shop.example.com".to_string(),)
+        ]
     );
 
     // The queries the health checks and the dashboard use agree.
     let totals = traffic::domain_totals(&s.pool, shop, since).await?;
     assert_eq!(
-        (totals.requests, totals.status_2xx, totals.status_4xx, totals.status_5xx),
+        (
+            totals.requests,
+            totals.status_2xx,
+            totals.status_4xx,
+            totals.status_5xx
+        ),
         (52, 40, 7, 5)
     );
     assert!(totals.windows >= 1);
     let down_totals = traffic::domain_totals(&s.pool, down, since).await?;
-    assert_eq!((down_totals.requests, down_totals.upstream_connect_failures), (3, 3));
+    assert_eq!(
+        (down_totals.requests, down_totals.upstream_connect_failures),
+        (3, 3)
+    );
     let per_edge = traffic::edges_recent(&s.pool, since).await?;
     assert_eq!(per_edge.len(), 1);
-    let TrafficTotals { requests, status_5xx, upstream_connect_failures, .. } = per_edge[0].1;
-    assert_eq!((requests, status_5xx, upstream_connect_failures), (55, 8, 3));
-    assert_eq!(traffic::edge_totals(&s.pool, per_edge[0].0, since).await?.requests, 55);
+    let TrafficTotals {
+        requests,
+        status_5xx,
+        upstream_connect_failures,
+        ..
+    } = per_edge[0].1;
+    assert_eq!(
+        (requests, status_5xx, upstream_connect_failures),
+        (55, 8, 3)
+    );
+    assert_eq!(
+        traffic::edge_totals(&s.pool, per_edge[0].0, since)
+            .await?
+            .requests,
+        55
+    );
     let series = traffic::domain_series(&s.pool, shop, since, 3600).await?;
     assert_eq!(series.iter().map(|p| p.requests).sum::<i64>(), 52);
     assert_eq!(series.iter().map(|p| p.errors_5xx).sum::<i64>(), 5);
     // Loopback answers fast: the 95th percentile is in a bounded bucket.
-    assert!(series.iter().all(|p| p.p95_ms_estimate.is_some()), "{series:?}");
+    assert!(
+        series.iter().all(|p| p.p95_ms_estimate.is_some()),
+        "{series:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn windows_counted_while_the_control_plane_is_down_arrive_when_it_returns() -> anyhow::Result<()> {
+async fn windows_counted_while_the_control_plane_is_down_arrive_when_it_returns()
+-> anyhow::Result<()> {
     let mut s = setup().await?;
     let base = s.cp.base();
     let upstream = status_upstream().await?;
     add_domain(&base, &s.key, "shop.example.com", upstream).await?;
     let edge = edge(&s, 1).await?;
 
-    assert_eq!(send(&edge, "shop.example.com", "/status/200", 10).await?, [200; 10]);
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/200", 10).await?,
+        [200; 10]
+    );
     wait_stored(&s.pool, "shop.example.com", [10, 10, 0, 0, 0, 0, 0]).await?;
 
     s.cp.kill();
     // The edge keeps serving from its table.
-    assert_eq!(send(&edge, "shop.example.com", "/status/200", 20).await?, [200; 20]);
-    assert_eq!(send(&edge, "shop.example.com", "/status/404", 4).await?, [404; 4]);
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/200", 20).await?,
+        [200; 20]
+    );
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/404", 4).await?,
+        [404; 4]
+    );
     // Wait until the edge has tried to ship them and failed at least once.
-    eventually(60, "a failed report while the control plane is down", || async {
-        let failures = edge.metric("portico_edge_report_failures_total").await.ok()?;
-        (failures >= 1.0).then_some(())
-    })
+    eventually(
+        60,
+        "a failed report while the control plane is down",
+        || async {
+            let failures = edge
+                .metric("portico_edge_report_failures_total")
+                .await
+                .ok()?;
+            (failures >= 1.0).then_some(())
+        },
+    )
     .await?;
     s.cp.restart().await?;
     wait_stored(&s.pool, "shop.example.com", [34, 30, 0, 4, 0, 0, 0]).await?;
-    assert_eq!(edge.metric("portico_edge_dropped_reports_total").await?, 0.0);
-    assert_eq!(edge.metric("portico_edge_report_events_dropped_total").await?, 0.0);
+    assert_eq!(
+        edge.metric("portico_edge_dropped_reports_total").await?,
+        0.0
+    );
+    assert_eq!(
+        edge.metric("portico_edge_report_events_dropped_total")
+            .await?,
+        0.0
+    );
     Ok(())
 }
 
@@ -229,11 +300,26 @@ async fn bad_reports_get_a_problem_naming_the_field() -> anyhow::Result<()> {
     assert_eq!(post(ok).await?.status(), 202);
     let cases = [
         (json!({"v": 9, "edge_id": "edge-r", "windows": []}), "v"),
-        (json!({"v": 1, "edge_id": "someone-else", "windows": []}), "edge_id"),
-        (json!({"v": 1, "edge_id": "edge-r", "windows": (0..5001).map(|i| window(&format!("h{i}.example.com"), now)).collect::<Vec<_>>()}), "windows"),
-        (json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now + 7200)]}), "windows[0].start_unix"),
-        (json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now - 30 * 86_400)]}), "windows[0].start_unix"),
-        (json!({"v": 1, "edge_id": "edge-r", "windows": [{"host": "a.example.com", "start_unix": now, "secs": 0}]}), "windows[0].secs"),
+        (
+            json!({"v": 1, "edge_id": "someone-else", "windows": []}),
+            "edge_id",
+        ),
+        (
+            json!({"v": 1, "edge_id": "edge-r", "windows": (0..5001).map(|i| window(&format!("h{i}.example.com"), now)).collect::<Vec<_>>()}),
+            "windows",
+        ),
+        (
+            json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now + 7200)]}),
+            "windows[0].start_unix",
+        ),
+        (
+            json!({"v": 1, "edge_id": "edge-r", "windows": [window("a.example.com", now - 30 * 86_400)]}),
+            "windows[0].start_unix",
+        ),
+        (
+            json!({"v": 1, "edge_id": "edge-r", "windows": [{"host": "a.example.com", "start_unix": now, "secs": 0}]}),
+            "windows[0].secs",
+        ),
     ];
     for (body, field) in cases {
         let resp = post(body).await?;
@@ -241,12 +327,28 @@ async fn bad_reports_get_a_problem_naming_the_field() -> anyhow::Result<()> {
         let problem: Value = resp.json().await?;
         assert_eq!(problem["errors"][0]["field"], field, "{problem}");
     }
-    let resp = http.post(&url).bearer_auth(&s.token).header("content-type", "application/json").body("{").send().await?;
+    let resp = http
+        .post(&url)
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await?;
     assert_eq!(resp.status(), 400);
     let huge = vec![b' '; 5 * 1024 * 1024];
-    let resp = http.post(&url).bearer_auth(&s.token).header("content-type", "application/json").body(huge).send().await?;
+    let resp = http
+        .post(&url)
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await?;
     assert_eq!(resp.status(), 413);
-    let resp = http.post(&url).json(&json!({"v": 1, "edge_id": "edge-r"})).send().await?;
+    let resp = http
+        .post(&url)
+        .json(&json!({"v": 1, "edge_id": "edge-r"}))
+        .send()
+        .await?;
     assert_eq!(resp.status(), 401);
 
     // The accepted one is stored by the worker, with the edge's drop count.

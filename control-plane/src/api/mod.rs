@@ -143,7 +143,9 @@ pub fn router(state: AppState) -> axum::Router {
     let doc = Arc::new(doc);
     v1.layer(axum::Extension(doc))
         .fallback(|| async { ApiError::NotFound("route") })
-        .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT.max(edge_reports::BODY_LIMIT)))
+        .layer(DefaultBodyLimit::max(
+            BATCH_BODY_LIMIT.max(edge_reports::BODY_LIMIT),
+        ))
         .layer(axum::middleware::from_fn(limit_body))
         .layer(axum::middleware::from_fn(crate::telemetry::request_id))
         .with_state(state)

@@ -56,7 +56,11 @@ pub struct SeriesPoint {
 /// from the host in the same statement. A window already stored (a retried
 /// report, a re-run job) is overwritten. `rows` must not repeat a
 /// (host, window_start). Returns the rows written.
-pub async fn upsert(db: impl PgExecutor<'_>, edge_id: Uuid, rows: &[WindowRow]) -> Result<u64, sqlx::Error> {
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    edge_id: Uuid,
+    rows: &[WindowRow],
+) -> Result<u64, sqlx::Error> {
     if rows.is_empty() {
         return Ok(0);
     }

@@ -172,7 +172,11 @@ impl Shipper<'_> {
     /// failure that deserves a retry (its windows are back in the outbox).
     /// `last_dropped` is the drop counts the control plane was last told,
     /// so an empty report is sent only when they changed.
-    async fn ship_all(&self, last_dropped: &mut (u64, u64), timeout: Duration) -> Result<(), String> {
+    async fn ship_all(
+        &self,
+        last_dropped: &mut (u64, u64),
+        timeout: Duration,
+    ) -> Result<(), String> {
         let traffic = &self.edge.traffic;
         loop {
             let batch = traffic.outbox.take(MAX_WINDOWS_PER_POST);

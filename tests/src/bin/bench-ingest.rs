@@ -42,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
     let key = portico_e2e::tenant_key(&base).await?;
     let mut tokens = Vec::new();
     for e in 0..edges {
-        tokens.push((format!("bench-{e}"), register_edge(&base, &format!("bench-{e}")).await?));
+        tokens.push((
+            format!("bench-{e}"),
+            register_edge(&base, &format!("bench-{e}")).await?,
+        ));
     }
     let client = reqwest::Client::new();
     let host = |i: usize| format!("h{i}.bench.example.com");
@@ -117,14 +120,22 @@ async fn main() -> anyhow::Result<()> {
         if n.0 >= want {
             break started.elapsed();
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {want} rows after 30 min", n.0);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {want} rows after 30 min",
+            n.0
+        );
         tokio::time::sleep(Duration::from_millis(20)).await; // allow-sleep: polling with a deadline
     };
     let resolved: (i64,) =
         sqlx::query_as("SELECT count(*) FROM traffic_windows WHERE domain_id IS NOT NULL")
             .fetch_one(&pool)
             .await?;
-    anyhow::ensure!(resolved.0 == want, "{} of {want} rows have their domain", resolved.0);
+    anyhow::ensure!(
+        resolved.0 == want,
+        "{} of {want} rows have their domain",
+        resolved.0
+    );
     let secs = |d: Duration| d.as_secs_f64();
     println!(
         "{reports} reports × {hosts} windows ({edges} edges, {:.1} MiB of JSON, {concurrency} in flight)",
