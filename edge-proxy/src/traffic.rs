@@ -196,7 +196,7 @@ impl Windows {
                 connect_failures,
             } => {
                 counts.requests += 1;
-                if let 200..=599 = status {
+                if (200..=599).contains(&status) {
                     counts.status[usize::from(status / 100 - 2)] += 1;
                 }
                 counts.connect_failures += u64::from(connect_failures);

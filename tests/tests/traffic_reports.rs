@@ -131,17 +131,15 @@ async fn stored(pool: &PgPool, host: &str) -> anyhow::Result<[i64; 7]> {
 }
 
 async fn wait_stored(pool: &PgPool, host: &str, want: [i64; 7]) -> anyhow::Result<()> {
-    let mut last = [0; 7];
-    let reached = eventually(
-        60,
-        &format!("the windows of {host} to sum to {want:?}"),
-        || async {
-            last = stored(pool, host).await.ok()?;
-            (last == want).then_some(())
-        },
-    )
+    let what = format!("the windows of {host} to sum to {want:?}");
+    let reached = eventually(60, &what, || async {
+        (stored(pool, host).await.ok()? == want).then_some(())
+    })
     .await;
-    reached.map_err(|e| anyhow::anyhow!("{e}; last sums {last:?}"))
+    match reached {
+        Ok(()) => Ok(()),
+        Err(e) => anyhow::bail!("{e}; the sums are {:?}", stored(pool, host).await?),
+    }
 }
 
 #[tokio::test]
