@@ -30,3 +30,31 @@ pub(super) fn traffic_settings(raw: &Raw) -> Result<TrafficSettings, SettingsErr
             .unwrap_or(4),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::Settings;
+    use std::time::Duration;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, crate::settings::SettingsError> {
+        let mut env: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert("DATABASE_URL".into(), "postgres://u@h/db".into());
+        Settings::from_sources(env)
+    }
+
+    #[test]
+    fn traffic_defaults_and_bounds() {
+        let t = settings(&[]).unwrap().traffic;
+        assert_eq!(t.retention, Duration::from_secs(168 * 3_600));
+        assert_eq!((t.prune_batch, t.ingest_concurrency), (10_000, 4));
+        let t = settings(&[("PORTICO_TRAFFIC_RETENTION_HOURS", "24")]).unwrap().traffic;
+        assert_eq!(t.retention, Duration::from_secs(86_400));
+        for bad in ["0", "9601", "x"] {
+            let e = settings(&[("PORTICO_TRAFFIC_RETENTION_HOURS", bad)]).unwrap_err();
+            assert_eq!(e.variable, "PORTICO_TRAFFIC_RETENTION_HOURS", "{bad}");
+        }
+    }
+}
