@@ -3,7 +3,8 @@
 //! following it, an upstream that answers the status it is asked for, and a
 //! host whose upstream port is dead. What the edge counted reaches
 //! `traffic_windows` exactly; windows counted while the control plane is
-//! down are shipped when it returns; bad reports get problems.
+//! down are shipped when it returns; bad reports get problems; ingesting a
+//! report again overwrites its windows and pruning deletes in batches.
 
 use portico_control_plane::db::traffic::{self, TrafficTotals};
 use portico_e2e::cluster::{ControlPlane, register_edge};
@@ -40,8 +41,14 @@ struct Setup {
 }
 
 async fn setup() -> anyhow::Result<Setup> {
+    setup_with(&[]).await
+}
+
+async fn setup_with(extra: &[(&str, &str)]) -> anyhow::Result<Setup> {
     let db = fresh_database().await?;
-    let cp = ControlPlane::start(&db, &[("PORTICO_WORKER_IN_SERVE", "true")]).await?;
+    let mut env = vec![("PORTICO_WORKER_IN_SERVE", "true")];
+    env.extend_from_slice(extra);
+    let cp = ControlPlane::start(&db, &env).await?;
     let key = tenant_key(&cp.base()).await?;
     let token = register_edge(&cp.base(), "edge-r").await?;
     let pool = PgPool::connect(&db).await?;
@@ -370,5 +377,55 @@ async fn bad_reports_get_a_problem_naming_the_field() -> anyhow::Result<()> {
     .fetch_one(&s.pool)
     .await?;
     assert_eq!(dropped.0, Some(2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn ingesting_again_overwrites_and_pruning_goes_in_batches() -> anyhow::Result<()> {
+    use portico_control_plane::jobs::ingest::{IngestReport, ingest};
+    // The scheduler's own pruning (first tick at start-up) stays out of the way.
+    let s = setup_with(&[("PORTICO_SCHEDULER_TICK_SECS", "3600")]).await?;
+    let edge_id: (uuid::Uuid,) = sqlx::query_as("SELECT id FROM edges WHERE name = 'edge-r'")
+        .fetch_one(&s.pool)
+        .await?;
+    let now = chrono::Utc::now().timestamp();
+    let old = now - 10 * 86_400;
+    let report = |requests: u64| -> anyhow::Result<IngestReport> {
+        let windows = [now - 20, old, old - 10, old - 20, old - 30, old - 40]
+            .iter()
+            .map(|start| {
+                let mut w = window("a.example.com", *start);
+                w["requests"] = json!(requests);
+                w
+            })
+            .collect::<Vec<_>>();
+        let report = json!({"v": 1, "edge_id": "edge-r", "windows": windows, "dropped": 0});
+        Ok(IngestReport {
+            edge_id: edge_id.0,
+            report: serde_json::from_value(report)?,
+        })
+    };
+    assert_eq!(ingest(&s.pool, &report(5)?).await?, 6);
+    assert_eq!(ingest(&s.pool, &report(7)?).await?, 6);
+    let (rows, requests): (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(requests)::bigint FROM traffic_windows")
+            .fetch_one(&s.pool)
+            .await?;
+    assert_eq!((rows, requests), (6, 42));
+
+    let week_ago = chrono::Utc::now() - chrono::Duration::days(7);
+    let mut pruned = Vec::new();
+    loop {
+        let n = traffic::prune(&s.pool, week_ago, 2).await?;
+        pruned.push(n);
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(pruned, [2, 2, 1]);
+    let left: (i64,) = sqlx::query_as("SELECT count(*) FROM traffic_windows")
+        .fetch_one(&s.pool)
+        .await?;
+    assert_eq!(left.0, 1);
     Ok(())
 }

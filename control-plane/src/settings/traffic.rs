@@ -50,7 +50,9 @@ mod tests {
         let t = settings(&[]).unwrap().traffic;
         assert_eq!(t.retention, Duration::from_secs(168 * 3_600));
         assert_eq!((t.prune_batch, t.ingest_concurrency), (10_000, 4));
-        let t = settings(&[("PORTICO_TRAFFIC_RETENTION_HOURS", "24")]).unwrap().traffic;
+        let t = settings(&[("PORTICO_TRAFFIC_RETENTION_HOURS", "24")])
+            .unwrap()
+            .traffic;
         assert_eq!(t.retention, Duration::from_secs(86_400));
         for bad in ["0", "9601", "x"] {
             let e = settings(&[("PORTICO_TRAFFIC_RETENTION_HOURS", bad)]).unwrap_err();
