@@ -291,6 +291,22 @@ async fn windows_counted_while_the_control_plane_is_down_arrive_when_it_returns(
     Ok(())
 }
 
+#[tokio::test]
+async fn a_gracefully_stopped_edge_flushes_its_open_windows() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let upstream = status_upstream().await?;
+    add_domain(&s.cp.base(), &s.key, "shop.example.com", upstream).await?;
+    let edge = edge(&s, 1).await?;
+    assert_eq!(
+        send(&edge, "shop.example.com", "/status/200", 6).await?,
+        [200; 6]
+    );
+    // Stopped before the window can close: only the shutdown flush ships it.
+    edge.signal("TERM")?;
+    wait_stored(&s.pool, "shop.example.com", [6, 6, 0, 0, 0, 0, 0]).await?;
+    Ok(())
+}
+
 /// The status code a report declaring a 5 MiB body gets (the body is never sent).
 async fn oversized_status(addr: SocketAddr, token: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
