@@ -125,7 +125,9 @@ pub async fn behind(db: &PgPool, version: i64, fresh_secs: f64) -> Result<i64, s
 
 /// Records the drop counts an edge's last traffic report carried in its
 /// `counters` (`report_windows_dropped`, `report_events_dropped`; the
-/// edge's heartbeats carry them too, so a heartbeat keeps them).
+/// edge's heartbeats carry them too, so a heartbeat keeps them). Unchanged
+/// counts (the usual case) write nothing, so a report does not wake the
+/// dashboards through the `edges` trigger.
 pub async fn record_report_drops(
     db: impl PgExecutor<'_>,
     id: uuid::Uuid,
@@ -135,7 +137,9 @@ pub async fn record_report_drops(
     sqlx::query!(
         "UPDATE edges SET counters = counters || jsonb_build_object(
              'report_windows_dropped', $2::bigint, 'report_events_dropped', $3::bigint)
-         WHERE id = $1",
+         WHERE id = $1
+           AND (counters->'report_windows_dropped' IS DISTINCT FROM to_jsonb($2::bigint)
+                OR counters->'report_events_dropped' IS DISTINCT FROM to_jsonb($3::bigint))",
         id,
         windows_dropped,
         events_dropped
