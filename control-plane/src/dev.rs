@@ -233,6 +233,7 @@ async fn dev(
             upstream: upstream.addr,
             dns: dns.as_ref().map(DevDns::addr),
             certificates: &certificates,
+            edge_pid: local.pid(&edge.id).await?,
         });
         watch_dev_edge(&local, &edge.id, &shutdown).await;
         anyhow::Ok(())
@@ -378,6 +379,8 @@ struct DevInstructions<'a> {
     /// The dev DNS server, unless `PORTICO_DNS_NAMESERVERS` is set.
     dns: Option<SocketAddr>,
     certificates: &'a CertificateSource,
+    /// The edge's process id, for the self-repair demo.
+    edge_pid: Option<u32>,
 }
 
 fn print_dev_instructions(i: &DevInstructions<'_>) {
@@ -434,6 +437,17 @@ fn print_dev_instructions(i: &DevInstructions<'_>) {
             println!("  curl -sS {base}/v1/ops/edges -H 'Authorization: Bearer {op}'");
         }
         None => println!("Operator endpoints (/v1/ops/edges) need PORTICO_OPERATOR_TOKEN."),
+    }
+    println!();
+    println!("Watch self-repair: open the ops dashboard, {base}/ops (log in with the operator");
+    println!("token above), then kill the edge; within seconds its row turns unhealthy, the");
+    println!("repair ladder restarts it through the local infra adapter and the run closes:");
+    match i.edge_pid {
+        Some(pid) => println!("  kill -9 {pid}"),
+        None => println!("  kill -9 <the edge's pid>"),
+    }
+    if let Some(op) = i.operator_token {
+        println!("  curl -sS {base}/v1/ops/repairs -H 'Authorization: Bearer {op}'");
     }
     println!("Receive signed webhooks on this machine (dev mode allows http and local targets):");
     println!("  curl -sS -X POST {base}/v1/webhook-endpoints -H 'Authorization: Bearer {key}' \\");
