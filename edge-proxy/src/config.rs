@@ -3,6 +3,7 @@
 //! once at start-up; an error names the setting. The control plane's token is
 //! a [`Token`], which never prints.
 
+use crate::proxy_protocol::ProxyProtocol;
 use clap::Parser;
 use serde::Deserialize;
 use std::fmt;
@@ -25,6 +26,11 @@ pub struct Cli {
     /// HTTPS listener.
     #[arg(long, env = "PORTICO_EDGE_HTTPS")]
     pub https: Option<SocketAddr>,
+    /// `v2`: every connection to the HTTP and HTTPS listeners starts with a
+    /// PROXY protocol v2 header (Fly.io's `proxy_proto` handler), whose
+    /// source address is the client's. Connections without one are closed.
+    #[arg(long, env = "PORTICO_EDGE_PROXY_PROTOCOL", value_enum)]
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Admin listener: /healthz, /readyz, /metrics.
     #[arg(long, env = "PORTICO_EDGE_ADMIN")]
     pub admin: Option<SocketAddr>,
@@ -68,6 +74,7 @@ struct FileConfig {
     snapshot: Option<PathBuf>,
     http: Option<SocketAddr>,
     https: Option<SocketAddr>,
+    proxy_protocol: Option<ProxyProtocol>,
     admin: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     certificate_source: Option<String>,
@@ -88,6 +95,8 @@ pub struct EdgeConfig {
     pub snapshot: Option<PathBuf>,
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// Whether the HTTP and HTTPS listeners expect a PROXY header first.
+    pub proxy_protocol: ProxyProtocol,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub certificate_source: Option<String>,
@@ -196,6 +205,10 @@ impl EdgeConfig {
                 .https
                 .or(file.https)
                 .map_or_else(|| addr("0.0.0.0:443"), Ok)?,
+            proxy_protocol: cli
+                .proxy_protocol
+                .or(file.proxy_protocol)
+                .unwrap_or_default(),
             admin: cli
                 .admin
                 .or(file.admin)
@@ -452,6 +465,24 @@ mod tests {
             "/nonexistent/t",
         ]);
         assert!(err.contains("token_file /nonexistent/t"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_set_by_flag_env_name_or_file() {
+        assert_eq!(config(&[]).unwrap().proxy_protocol, ProxyProtocol::Off);
+        let c = config(&["--proxy-protocol", "v2"]).unwrap();
+        assert_eq!(c.proxy_protocol, ProxyProtocol::V2);
+        let toml = temp_file("pp.toml", "proxy_protocol = \"v2\"\n");
+        let c = config(&["--config", toml.to_str().unwrap()]).unwrap();
+        assert_eq!(c.proxy_protocol, ProxyProtocol::V2);
+        // The flag wins over the file.
+        let t = toml.to_str().unwrap();
+        let c = config(&["--config", t, "--proxy-protocol", "off"]).unwrap();
+        assert_eq!(c.proxy_protocol, ProxyProtocol::Off);
+        assert!(config(&["--proxy-protocol", "v1"]).is_err());
+        let bad = temp_file("pp-bad.toml", "proxy_protocol = \"yes\"\n");
+        let err = error(&["--config", bad.to_str().unwrap()]);
+        assert!(err.contains("proxy_protocol"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! [`tls::CertResolver`] — one table lookup. Each request goes through the
 //! thin pingora hooks in [`proxy`], which ask [`routing`] what to do
 //! (challenge answer, 421, redirect, branded page, proxy) and [`upstream`]
-//! which target to use. [`admin`] serves health and [`metrics`]; [`reload`]
+//! which target to use. Behind a TCP proxy, [`proxy_protocol`] reads a
+//! PROXY v2 header before anything else and makes its source address the
+//! client's. [`admin`] serves health and [`metrics`]; [`reload`]
 //! re-reads the snapshot file on SIGHUP.
 
 pub mod admin;
@@ -28,6 +30,7 @@ pub mod on_demand;
 pub mod outbound;
 pub mod pages;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod routing;
 pub mod source;

@@ -13,6 +13,7 @@ use portico_edge::metrics::Metrics;
 use portico_edge::on_demand::OnDemand;
 use portico_edge::outbound::{self, Trust};
 use portico_edge::proxy::EdgeProxy;
+use portico_edge::proxy_protocol::{ProxyHeaderApp, ProxyHeaderFirst, ProxyProtocol};
 use portico_edge::reload::SnapshotReloader;
 use portico_edge::source::{CertificateSource, HttpSource};
 use portico_edge::state::Edge;
@@ -82,17 +83,31 @@ fn run() -> anyhow::Result<()> {
         connect_timeout: config.upstream_connect_timeout,
         read_timeout: config.upstream_read_timeout,
     };
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let app = ProxyHeaderApp {
+        edge: edge.clone(),
+        mode: config.proxy_protocol,
+        inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+    };
+    let mut service = Service::new("proxy".to_string(), app);
     service.add_tcp(&config.http.to_string());
     let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks))?;
     tls.set_cert_resolver(Arc::new(CertResolver { edge: edge.clone() }));
     tls.enable_h2();
     service.add_tls_with_settings(&config.https.to_string(), None, tls);
-    service.endpoints().set_pre_tls_callback(Arc::new(Gate {
+    let gate = Gate {
         edge: edge.clone(),
         on_demand,
         challenges,
-    }));
+    };
+    service
+        .endpoints()
+        .set_pre_tls_callback(match config.proxy_protocol {
+            ProxyProtocol::Off => Arc::new(gate),
+            ProxyProtocol::V2 => Arc::new(ProxyHeaderFirst {
+                edge: edge.clone(),
+                then: gate,
+            }),
+        });
 
     let mut admin = Service::new("admin".to_string(), Admin { edge: edge.clone() });
     admin.add_tcp(&config.admin.to_string());
@@ -118,6 +133,7 @@ fn run() -> anyhow::Result<()> {
         http = %config.http,
         https = %config.https,
         admin = %config.admin,
+        proxy_protocol = ?config.proxy_protocol,
         version = %edge.table().version(),
         control_plane = config.control_plane.as_ref().map(|cp| cp.url.as_str()),
         "edge starting"
