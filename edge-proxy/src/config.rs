@@ -11,9 +11,31 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Listeners and data dir when not configured.
+pub const DEFAULT_HTTP: &str = "0.0.0.0:80";
+pub const DEFAULT_HTTPS: &str = "0.0.0.0:443";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/portico-edge";
+/// The signal that drains the edge (pingora: SIGTERM = graceful terminate;
+/// SIGINT = fast shutdown; SIGQUIT = graceful upgrade, hands the sockets over).
+pub const SHUTDOWN_SIGNAL: &str = "SIGTERM";
+/// After SIGTERM the listeners close and in-flight requests get this long...
+pub const GRACE_PERIOD_SECS: u64 = 5;
+/// ...then the runtimes get at most this long to stop. A supervisor must
+/// wait at least the sum before it kills the process.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
 #[derive(Debug, Parser)]
-#[command(name = "portico-edge", version, about = "Portico edge proxy")]
+#[command(
+    name = "portico-edge",
+    version = crate::build_info::long_version(),
+    about = "Portico edge proxy"
+)]
 pub struct Cli {
+    /// Print the built-in defaults (listeners, shutdown timing) as TOML and
+    /// exit; deployment files are checked against them.
+    #[arg(long)]
+    pub print_defaults: bool,
     /// TOML file with any of the settings below (flags and env win).
     #[arg(long, env = "PORTICO_EDGE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -200,11 +222,11 @@ impl EdgeConfig {
             http: cli
                 .http
                 .or(file.http)
-                .map_or_else(|| addr("0.0.0.0:80"), Ok)?,
+                .map_or_else(|| addr(DEFAULT_HTTP), Ok)?,
             https: cli
                 .https
                 .or(file.https)
-                .map_or_else(|| addr("0.0.0.0:443"), Ok)?,
+                .map_or_else(|| addr(DEFAULT_HTTPS), Ok)?,
             proxy_protocol: cli
                 .proxy_protocol
                 .or(file.proxy_protocol)
@@ -212,11 +234,11 @@ impl EdgeConfig {
             admin: cli
                 .admin
                 .or(file.admin)
-                .map_or_else(|| addr("127.0.0.1:9180"), Ok)?,
+                .map_or_else(|| addr(DEFAULT_ADMIN), Ok)?,
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/portico-edge")),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             certificate_source,
             threads,
             upstream_connect_timeout: Duration::from_millis(
@@ -255,6 +277,16 @@ impl EdgeConfig {
             )
         })
     }
+}
+
+/// The built-in defaults as TOML, for `--print-defaults`.
+pub fn defaults_toml() -> String {
+    format!(
+        "http = \"{DEFAULT_HTTP}\"\nhttps = \"{DEFAULT_HTTPS}\"\nadmin = \"{DEFAULT_ADMIN}\"\n\
+         data_dir = \"{DEFAULT_DATA_DIR}\"\nproxy_protocol = \"off\"\n\
+         shutdown_signal = \"{SHUTDOWN_SIGNAL}\"\ngrace_period_secs = {GRACE_PERIOD_SECS}\n\
+         shutdown_timeout_secs = {SHUTDOWN_TIMEOUT_SECS}\n"
+    )
 }
 
 /// Validates the control plane settings; `None` when no control plane is set.
@@ -465,6 +497,28 @@ mod tests {
             "/nonexistent/t",
         ]);
         assert!(err.contains("token_file /nonexistent/t"), "{err}");
+    }
+
+    #[test]
+    fn printed_defaults_are_the_defaults() {
+        let printed: toml::Table = toml::from_str(&defaults_toml()).unwrap();
+        let c = config(&[]).unwrap();
+        assert_eq!(printed["http"].as_str(), Some(c.http.to_string().as_str()));
+        assert_eq!(
+            printed["https"].as_str(),
+            Some(c.https.to_string().as_str())
+        );
+        assert_eq!(
+            printed["admin"].as_str(),
+            Some(c.admin.to_string().as_str())
+        );
+        assert_eq!(
+            printed["data_dir"].as_str().map(PathBuf::from),
+            Some(c.data_dir)
+        );
+        assert_eq!(c.proxy_protocol, ProxyProtocol::Off);
+        assert_eq!(printed["proxy_protocol"].as_str(), Some("off"));
+        assert_eq!(printed["grace_period_secs"].as_integer(), Some(5));
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! re-reads the snapshot file on SIGHUP.
 
 pub mod admin;
+pub mod build_info;
 pub mod challenge_fetch;
 pub mod client;
 pub mod config;

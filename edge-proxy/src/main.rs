@@ -8,7 +8,7 @@ use pingora::services::listening::Service;
 use portico_edge::admin::Admin;
 use portico_edge::challenge_fetch::ChallengeFetch;
 use portico_edge::client::{ClientSettings, ConfigClient};
-use portico_edge::config::{Cli, EdgeConfig};
+use portico_edge::config::{Cli, EdgeConfig, GRACE_PERIOD_SECS, SHUTDOWN_TIMEOUT_SECS};
 use portico_edge::metrics::Metrics;
 use portico_edge::on_demand::OnDemand;
 use portico_edge::outbound::{self, Trust};
@@ -44,7 +44,12 @@ fn run() -> anyhow::Result<()> {
         )
         .compact()
         .init();
-    let config = EdgeConfig::from_cli(Cli::parse())?;
+    let cli = Cli::parse();
+    if cli.print_defaults {
+        print!("{}", portico_edge::config::defaults_toml());
+        return Ok(());
+    }
+    let config = EdgeConfig::from_cli(cli)?;
     let edge = Arc::new(Edge::new(
         Metrics::new()?,
         SnapshotStore::open(&config.data_dir)?,
@@ -134,6 +139,7 @@ fn run() -> anyhow::Result<()> {
         https = %config.https,
         admin = %config.admin,
         proxy_protocol = ?config.proxy_protocol,
+        build = portico_edge::build_info::long_version(),
         version = %edge.table().version(),
         control_plane = config.control_plane.as_ref().map(|cp| cp.url.as_str()),
         "edge starting"
@@ -185,8 +191,8 @@ fn server_conf(config: &EdgeConfig) -> ServerConf {
         threads: config.threads,
         pid_file: format!("{dir}/edge.pid"),
         upgrade_sock: format!("{dir}/upgrade.sock"),
-        grace_period_seconds: Some(5),
-        graceful_shutdown_timeout_seconds: Some(10),
+        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECS),
         ca_file: config
             .upstream_ca_file
             .as_ref()

@@ -102,13 +102,17 @@ impl HeaderError {
 }
 
 /// Reads one v2 header and nothing after it, within [`READ_TIMEOUT`].
-pub async fn read_header<S: AsyncRead + Unpin + ?Sized>(stream: &mut S) -> Result<Source, HeaderError> {
+pub async fn read_header<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+) -> Result<Source, HeaderError> {
     tokio::time::timeout(READ_TIMEOUT, read_exact_header(stream))
         .await
         .unwrap_or(Err(HeaderError::Timeout))
 }
 
-async fn read_exact_header<S: AsyncRead + Unpin + ?Sized>(stream: &mut S) -> Result<Source, HeaderError> {
+async fn read_exact_header<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+) -> Result<Source, HeaderError> {
     let mut header = vec![0u8; FIXED_LEN];
     stream
         .read_exact(&mut header)
