@@ -345,6 +345,34 @@ mod tests {
         drop(client);
     }
 
+    proptest::proptest! {
+        /// Hostile input: any bytes, and any bytes after a valid signature
+        /// and version, never panic and never make the reader take more
+        /// than one bounded header.
+        #[test]
+        fn arbitrary_bytes_are_refused_or_parsed_never_panic(
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            signed in proptest::bool::ANY,
+        ) {
+            let mut bytes = Vec::new();
+            if signed {
+                bytes.extend_from_slice(ppp::v2::PROTOCOL_PREFIX);
+                bytes.push(0x21);
+            }
+            bytes.extend_from_slice(&tail);
+            let _ = parse(&bytes);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let mut input = &bytes[..];
+            let result = runtime.block_on(read_header(&mut input));
+            let consumed = bytes.len() - input.len();
+            proptest::prop_assert!(consumed <= FIXED_LEN + MAX_PAYLOAD);
+            if result.is_ok() {
+                let len = usize::from(u16::from_be_bytes([bytes[14], bytes[15]]));
+                proptest::prop_assert_eq!(consumed, FIXED_LEN + len);
+            }
+        }
+    }
+
     #[test]
     fn no_prefix_of_arbitrary_bytes_panics() {
         // Every truncation and every single-byte change of a valid header.
