@@ -10,7 +10,8 @@
 #                       a PROXY v2 header, as Fly's proxy does
 # Latency per region (40/90/150 ms each way) comes from tests' delay-relay
 # (the kernel has no netem): on each region's path to the control plane
-# (in the region: 127.0.0.1:7000 → cp1, failing over to cp2) and to its
+# (in the region: 127.0.0.1:7000 → cp1, failing over to cp2 per connection,
+# as the edge does across the addresses of a multi-machine name on Fly) and to its
 # clients (in the client namespace).
 #
 # As an operator: register edges, add a domain, verify DNS, get a Pebble

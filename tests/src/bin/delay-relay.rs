@@ -6,7 +6,8 @@
 //!   delay-relay --listen ADDR --to ADDR [--to ADDR ...] --delay-ms N [--proxy-v2]
 //!
 //! Several `--to`: each new connection tries them in order and takes the
-//! first that accepts (failover, as Fly's proxy does between machines).
+//! first that accepts (failover, as a client does across the addresses of a
+//! name that resolves to several control-plane machines).
 //! `--proxy-v2` writes a PROXY protocol v2 header with the client's address
 //! first, as Fly's `proxy_proto` handler does.
 
