@@ -34,6 +34,9 @@ pub struct Options {
     /// The machines the repair ladders may restart and replace. `None`:
     /// built from `PORTICO_INFRA` (dev mode passes its own).
     pub infra: Option<Arc<dyn Infra>>,
+    /// Serve on this listener instead of binding `PORTICO_LISTEN` (dev mode
+    /// binds first, to tell its edge the address).
+    pub listener: Option<TcpListener>,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             http,
             worker,
             infra: None,
+            listener: None,
         }
     }
 }
@@ -92,9 +96,12 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
     let mut tasks = Vec::new();
     let mut addr = listen;
     if options.http {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (PORTICO_LISTEN): {e}"))?;
+        let listener = match options.listener {
+            Some(l) => l,
+            None => TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (PORTICO_LISTEN): {e}"))?,
+        };
         addr = listener.local_addr()?;
         let router = api::router(state.clone());
         let stopped = stop.clone().cancelled_owned();

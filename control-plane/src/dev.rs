@@ -199,10 +199,13 @@ async fn dev(
     let upstream = DemoUpstream::start(addresses.upstream, upstream_stop.clone()).await?;
     let operator_token = settings.operator_token.as_ref().map(|t| t.expose().clone());
     // The edge is a `LocalProcesses` child; the repair ladders restart it
-    // through the same adapter.
+    // through the same adapter. Bind first: the edge needs the address.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (PORTICO_LISTEN)", settings.listen))?;
     let local = Arc::new(LocalProcesses::new(LocalConfig {
         control_plane: Some(ControlPlaneLink {
-            url: format!("http://{}", app::reachable(settings.listen)),
+            url: format!("http://{}", app::reachable(listener.local_addr()?)),
             pool: db::connect(&settings.database_url, 2).await?,
         }),
         ..LocalConfig::new(edge_bin, dev_dir)
@@ -212,6 +215,7 @@ async fn dev(
         settings,
         Options {
             infra: Some(infra),
+            listener: Some(listener),
             ..Options::new(true, true)
         },
     )
