@@ -157,7 +157,7 @@ impl PrintedCurl {
 }
 
 #[tokio::test]
-async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
+async fn dev_serves_the_printed_curls_and_restarts_a_killed_edge() {
     let db = fresh_database().await;
     let dir = std::env::temp_dir().join(format!(
         "portico-dev-test-{}",
@@ -203,7 +203,8 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut url, mut key, mut body) = (None, None, None);
     let (mut http, mut https) = (None, None);
-    while http.is_none() || https.is_none() {
+    let (mut edge_pid, mut repairs) = (None::<u32>, None::<(String, String)>);
+    while http.is_none() || https.is_none() || edge_pid.is_none() || repairs.is_none() {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("dev printed its instructions in time");
@@ -216,6 +217,18 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
         }
         if let Some(rest) = line.strip_prefix("-d '") {
             body = rest.strip_suffix('\'').map(str::to_string);
+        }
+        if let Some(pid) = line.strip_prefix("kill -9 ") {
+            edge_pid = pid.parse().ok();
+        }
+        if line.contains("/v1/ops/repairs -H 'Authorization: Bearer ") {
+            let url = line
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or_default()
+                .to_string();
+            let token = line.rsplit("Bearer ").next().unwrap_or_default();
+            repairs = Some((url, token.trim_end_matches('\'').to_string()));
         }
         match PrintedCurl::parse(line) {
             Some(c) if c.url.starts_with("https://") => https = Some(c),
@@ -261,5 +274,48 @@ async fn dev_runs_an_edge_and_its_printed_curls_serve_a_domain_through_it() {
         .await;
     assert!(answer.contains("Hello from the demo upstream"), "{answer}");
     assert!(answer.contains("x-forwarded-proto: https"), "{answer}");
+
+    // The printed self-repair demo: kill the edge; the ladder restarts it
+    // (same addresses) and the run closes as recovered.
+    let pid = edge_pid.unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (repairs_url, op) = repairs.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let run = loop {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(&repairs_url)
+            .bearer_auth(&op)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let closed = body["items"].as_array().and_then(|runs| {
+            runs.iter()
+                .find(|r| r["kind"] == "edge_unreachable" && r["outcome"] == "recovered")
+                .cloned()
+        });
+        if let Some(run) = closed {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "no recovered edge run: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await; // allow-sleep: polling with a deadline
+    };
+    let actions: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"restart"), "{run}");
+    let answer = http
+        .poll_until_ok(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert!(answer.contains("Hello from the demo upstream"), "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
