@@ -6,7 +6,7 @@ use super::JobContext;
 use crate::ids::DomainId;
 use crate::verification;
 use apalis::prelude::*;
-use apalis_postgres::{Config, PgTask, PostgresStorage};
+use apalis_postgres::PgTask;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -52,24 +52,11 @@ async fn check_domain_dns(job: CheckDomainDns, ctx: Data<JobContext>) -> Result<
 }
 
 pub async fn worker(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
-    let config = Config::default()
-        .queue(QUEUE)
-        .batch_size(50)
-        .heartbeat_interval(Duration::from_secs(10));
-    let backend = PostgresStorage::<CheckDomainDns>::new(&ctx.pool)
-        .with_config(config)
-        .with_pubsub();
-    let name = format!("{QUEUE}-{}", Uuid::now_v7().simple());
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .data(ctx)
-        .concurrency(16)
-        .build(check_domain_dns);
-    worker
-        .run_until(async move {
-            stop.cancelled_owned().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await?;
-    Ok(())
+    let shape = super::WorkerShape {
+        queue: QUEUE,
+        batch: 50,
+        concurrency: 16,
+        heartbeat: Duration::from_secs(10),
+    };
+    super::run_worker(ctx, stop, shape, check_domain_dns).await
 }

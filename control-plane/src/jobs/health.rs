@@ -7,7 +7,7 @@
 use super::JobContext;
 use crate::db;
 use apalis::prelude::*;
-use apalis_postgres::{Config, PgTask, PostgresStorage};
+use apalis_postgres::PgTask;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -78,8 +78,24 @@ async fn push<T: Serialize>(
 
 /// The health tick, until `stop`.
 pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
-    let edge = tokio::spawn(worker(ctx.clone(), stop.clone(), EDGE_QUEUE, edge_health));
-    let host = tokio::spawn(worker(ctx.clone(), stop.clone(), HOST_QUEUE, host_health));
+    let shape = |queue| super::WorkerShape {
+        queue,
+        batch: 100,
+        concurrency: 32,
+        heartbeat: Duration::from_secs(10),
+    };
+    let edge = tokio::spawn(super::run_worker(
+        ctx.clone(),
+        stop.clone(),
+        shape(EDGE_QUEUE),
+        edge_health,
+    ));
+    let host = tokio::spawn(super::run_worker(
+        ctx.clone(),
+        stop.clone(),
+        shape(HOST_QUEUE),
+        host_health,
+    ));
     let mut tick = tokio::time::interval(ctx.settings.health.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -115,38 +131,5 @@ async fn host_health(job: HostHealth, ctx: Data<JobContext>) -> Result<(), BoxDy
             tracing::warn!(job = HOST_QUEUE, domain = %job.domain_id, error = %e, "check failed");
             BoxDynError::from(e)
         })?;
-    Ok(())
-}
-
-async fn worker<T, F, Fut>(
-    ctx: JobContext,
-    stop: CancellationToken,
-    queue: &'static str,
-    body: F,
-) -> anyhow::Result<()>
-where
-    T: Serialize + for<'de> Deserialize<'de> + Send + Sync + Unpin + 'static,
-    F: Fn(T, Data<JobContext>) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Result<(), BoxDynError>> + Send + 'static,
-{
-    let config = Config::default()
-        .queue(queue)
-        .batch_size(100)
-        .heartbeat_interval(Duration::from_secs(10));
-    let backend = PostgresStorage::<T>::new(&ctx.pool)
-        .with_config(config)
-        .with_pubsub();
-    let name = format!("{queue}-{}", Uuid::now_v7().simple());
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .data(ctx)
-        .concurrency(32)
-        .build(body);
-    worker
-        .run_until(async move {
-            stop.cancelled_owned().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await?;
     Ok(())
 }

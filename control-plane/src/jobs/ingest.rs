@@ -7,7 +7,7 @@
 use super::JobContext;
 use crate::db;
 use apalis::prelude::*;
-use apalis_postgres::{Config, PostgresStorage};
+
 use portico_protocol::Report;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -89,25 +89,11 @@ pub async fn prune(ctx: &JobContext) -> anyhow::Result<u64> {
 }
 
 pub async fn worker(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
-    let config = Config::default()
-        .queue(QUEUE)
-        .batch_size(20)
-        .heartbeat_interval(Duration::from_secs(10));
-    let backend = PostgresStorage::<IngestReport>::new(&ctx.pool)
-        .with_config(config)
-        .with_pubsub();
-    let name = format!("{QUEUE}-{}", Uuid::now_v7().simple());
-    let concurrency = ctx.settings.traffic.ingest_concurrency;
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .data(ctx)
-        .concurrency(concurrency)
-        .build(ingest_report);
-    worker
-        .run_until(async move {
-            stop.cancelled_owned().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await?;
-    Ok(())
+    let shape = super::WorkerShape {
+        queue: QUEUE,
+        batch: 20,
+        concurrency: ctx.settings.traffic.ingest_concurrency,
+        heartbeat: Duration::from_secs(10),
+    };
+    super::run_worker(ctx, stop, shape, ingest_report).await
 }

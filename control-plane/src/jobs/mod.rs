@@ -54,3 +54,51 @@ pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()>
     ingest.await??;
     Ok(())
 }
+
+/// How one queue's worker runs.
+pub(crate) struct WorkerShape {
+    pub queue: &'static str,
+    /// Jobs fetched per poll.
+    pub batch: usize,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// How often the worker tells apalis it is alive (a worker silent for
+    /// longer has its jobs re-queued).
+    pub heartbeat: std::time::Duration,
+}
+
+/// Runs `body` for every job of `shape.queue` until `stop`. The one place
+/// that builds an apalis worker.
+pub(crate) async fn run_worker<T, F, Fut>(
+    ctx: JobContext,
+    stop: CancellationToken,
+    shape: WorkerShape,
+    body: F,
+) -> anyhow::Result<()>
+where
+    T: serde::Serialize + for<'de> serde::Deserialize<'de> + Send + Sync + Unpin + 'static,
+    F: Fn(T, apalis::prelude::Data<JobContext>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), apalis::prelude::BoxDynError>> + Send + 'static,
+{
+    use apalis::prelude::*;
+    let config = apalis_postgres::Config::default()
+        .queue(shape.queue)
+        .batch_size(shape.batch)
+        .heartbeat_interval(shape.heartbeat);
+    let backend = apalis_postgres::PostgresStorage::<T>::new(&ctx.pool)
+        .with_config(config)
+        .with_pubsub();
+    let name = format!("{}-{}", shape.queue, uuid::Uuid::now_v7().simple());
+    let worker = WorkerBuilder::new(name)
+        .backend(backend)
+        .data(ctx)
+        .concurrency(shape.concurrency)
+        .build(body);
+    worker
+        .run_until(async move {
+            stop.cancelled_owned().await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await?;
+    Ok(())
+}

@@ -7,7 +7,7 @@
 use super::JobContext;
 use crate::health::repair;
 use apalis::prelude::*;
-use apalis_postgres::{Config, PgTask, PostgresStorage};
+use apalis_postgres::PgTask;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -69,24 +69,11 @@ async fn repair_step(job: RepairStep, ctx: Data<JobContext>) -> Result<(), BoxDy
 }
 
 pub async fn worker(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
-    let config = Config::default()
-        .queue(QUEUE)
-        .batch_size(20)
-        .heartbeat_interval(Duration::from_secs(5));
-    let backend = PostgresStorage::<RepairStep>::new(&ctx.pool)
-        .with_config(config)
-        .with_pubsub();
-    let name = format!("{QUEUE}-{}", Uuid::now_v7().simple());
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .data(ctx)
-        .concurrency(16)
-        .build(repair_step);
-    worker
-        .run_until(async move {
-            stop.cancelled_owned().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await?;
-    Ok(())
+    let shape = super::WorkerShape {
+        queue: QUEUE,
+        batch: 20,
+        concurrency: 16,
+        heartbeat: Duration::from_secs(5),
+    };
+    super::run_worker(ctx, stop, shape, repair_step).await
 }

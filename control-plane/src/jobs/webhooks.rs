@@ -13,7 +13,7 @@ use super::JobContext;
 use crate::db;
 use crate::webhooks::{deliver, dispatch};
 use apalis::prelude::*;
-use apalis_postgres::{Config, PgTask, PostgresStorage};
+use apalis_postgres::PgTask;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use std::time::Duration;
@@ -147,25 +147,11 @@ async fn deliver_webhook(job: DeliverWebhook, ctx: Data<JobContext>) -> Result<(
 }
 
 async fn worker(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()> {
-    let config = Config::default()
-        .queue(QUEUE)
-        .batch_size(50)
-        .heartbeat_interval(Duration::from_secs(10));
-    let backend = PostgresStorage::<DeliverWebhook>::new(&ctx.pool)
-        .with_config(config)
-        .with_pubsub();
-    let name = format!("{QUEUE}-{}", Uuid::now_v7().simple());
-    let concurrency = ctx.settings.webhooks.concurrency;
-    let worker = WorkerBuilder::new(name)
-        .backend(backend)
-        .data(ctx)
-        .concurrency(concurrency)
-        .build(deliver_webhook);
-    worker
-        .run_until(async move {
-            stop.cancelled_owned().await;
-            Ok::<(), std::io::Error>(())
-        })
-        .await?;
-    Ok(())
+    let shape = super::WorkerShape {
+        queue: QUEUE,
+        batch: 50,
+        concurrency: ctx.settings.webhooks.concurrency,
+        heartbeat: Duration::from_secs(10),
+    };
+    super::run_worker(ctx, stop, shape, deliver_webhook).await
 }
