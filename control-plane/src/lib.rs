@@ -31,6 +31,7 @@ pub mod hostname;
 pub mod ids;
 pub mod infra;
 pub mod jobs;
+pub mod ops;
 pub mod publish;
 pub mod secret;
 pub mod settings;

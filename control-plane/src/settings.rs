@@ -17,10 +17,12 @@ use std::time::Duration;
 mod alerts;
 mod certificates;
 mod fly;
+mod ops;
 mod webhooks;
 pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use certificates::{AcmeFallback, CertificateSettings, IssuerSetting};
 pub use fly::FlySettings;
+pub use ops::OpsSettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub struct Settings {
     /// The Fly Machines infra adapter; `None` without `PORTICO_FLY_APP`.
     pub fly: Option<FlySettings>,
     pub alerts: AlertSettings,
+    /// The ops dashboard (`/ops`).
+    pub ops: OpsSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
 }
@@ -204,6 +208,7 @@ impl Settings {
             webhooks: webhooks::webhook_settings(raw)?,
             fly: fly::fly_settings(raw)?,
             alerts: alerts::alert_settings(raw, listen)?,
+            ops: ops::ops_settings(raw)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )
