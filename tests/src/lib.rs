@@ -13,6 +13,7 @@ pub mod ops;
 pub mod pebble;
 pub mod relay;
 pub mod smtp_sink;
+pub mod webdriver;
 pub mod webhook_receiver;
 
 use anyhow::Context;

@@ -254,26 +254,12 @@ pub async fn seed(
 ) -> anyhow::Result<Seeded> {
     let edge = register_edge(base, edge_name).await?;
     heartbeat(pool, edge, 0).await?;
-    sqlx::query(
-        "UPDATE edges SET rejection = '{\"version\": 7, \"reason\": \"certificate for shop.example.com does not parse\"}'
-         WHERE id = $1",
-    )
-    .bind(edge)
-    .execute(pool)
-    .await?;
+    reject(pool, edge).await?;
     let domain = domain(pool, hostname, edge).await?;
     edge_failing(pool, edge, "no heartbeat for 90 s").await?;
     let run = open_run(pool, edge, edge_name).await?;
     step(pool, run, 0, "probe", "probed the machine: stopped").await?;
-    sqlx::query(
-        "INSERT INTO alerts (id, subject_kind, subject_id, dedup_key, title, body)
-         VALUES ($1, 'edge', $2, $3, 'Edge unreachable: restart did not help', 'see the run')",
-    )
-    .bind(Uuid::now_v7())
-    .bind(edge)
-    .bind(format!("run:{run}"))
-    .execute(pool)
-    .await?;
+    alert(pool, edge, run).await?;
     sqlx::query(
         "INSERT INTO apalis.jobs (job, id, job_type, status, run_at)
          VALUES (convert_to('{}', 'UTF8'), $1, 'check_domain_dns', 'Pending', now() - interval '90 s')",
@@ -282,4 +268,31 @@ pub async fn seed(
     .execute(pool)
     .await?;
     Ok(Seeded { edge, domain, run })
+}
+
+/// The edge refused config version 7, as its heartbeat reports it.
+pub async fn reject(pool: &PgPool, edge: Uuid) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE edges SET rejection = '{\"version\": 7, \"reason\": \"certificate for shop.example.com does not parse\"}'
+         WHERE id = $1",
+    )
+    .bind(edge)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The page the top of `run`'s ladder raises.
+pub async fn alert(pool: &PgPool, edge: Uuid, run: Uuid) -> anyhow::Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO alerts (id, subject_kind, subject_id, dedup_key, title, body)
+         VALUES ($1, 'edge', $2, $3, 'Edge unreachable: restart did not help', 'see the run')",
+    )
+    .bind(id)
+    .bind(edge)
+    .bind(format!("run:{run}"))
+    .execute(pool)
+    .await?;
+    Ok(id)
 }

@@ -45,7 +45,7 @@ pub fn traffic(points: &[TrafficPoint], window_secs: f64) -> Markup {
                 title { (summary) }
                 line x1=(PAD) y1=(H - PAD) x2=(W - PAD) y2=(H - PAD) class="axis" {}
                 text x=(2) y=(PAD) class="tick" { (format!("{max_rps:.1}/s")) }
-                text x=(W - PAD + 2.0) y=(PAD) class="tick err" { "100%" }
+                text x=(W - 1.0) y=(PAD) class="tick err" text-anchor="end" { "100%" }
                 @for (i, (p, r)) in points.iter().zip(&rps).enumerate() {
                     rect x=(format!("{:.1}", PAD + slot * i as f64)) y=(format!("{:.1}", y_of(*r, max_rps)))
                         width=(format!("{bar:.1}")) height=(format!("{:.1}", H - PAD - y_of(*r, max_rps)))

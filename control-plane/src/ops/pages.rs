@@ -124,7 +124,7 @@ pub async fn domain(
         "detail",
         &format!("{back}?fragment=1"),
         "domains runs health",
-        &d.hostname,
+        None,
         body,
     );
     Ok(respond(q, &d.hostname, &session, section))
@@ -183,7 +183,7 @@ pub async fn edge(
         "detail",
         &format!("{back}?fragment=1"),
         "edges runs health",
-        &format!("Edge {name}"),
+        None,
         body,
     );
     Ok(respond(q, &format!("Edge {name}"), &session, section))
@@ -250,7 +250,7 @@ pub async fn repairs(
         "detail",
         &format!("{here}{sep}fragment=1"),
         "runs",
-        "Runs",
+        Some("Runs"),
         body,
     );
     if q.fragment.is_some() {

@@ -63,7 +63,7 @@ async fn edges(state: &OpsState) -> Result<Markup, OpsError> {
         "edges",
         "/ops/fragments/edges",
         "edges",
-        "Edges",
+        Some("Edges"),
         body,
     ))
 }
@@ -122,7 +122,7 @@ async fn domains(state: &OpsState) -> Result<Markup, OpsError> {
         "domains",
         "/ops/fragments/domains",
         "domains",
-        "Domains",
+        Some("Domains"),
         body,
     ))
 }
@@ -169,7 +169,7 @@ async fn certificates(state: &OpsState) -> Result<Markup, OpsError> {
         "certificates",
         "/ops/fragments/certificates",
         "domains",
-        "Certificates expiring within 14 days",
+        Some("Certificates expiring within 14 days"),
         body,
     ))
 }
@@ -203,7 +203,7 @@ async fn queues(state: &OpsState) -> Result<Markup, OpsError> {
         "queues",
         "/ops/fragments/queues",
         "edges domains runs",
-        "Job queues",
+        Some("Job queues"),
         body,
     ))
 }
@@ -218,7 +218,7 @@ async fn runs(state: &OpsState, csrf: &str) -> Result<Markup, OpsError> {
         "runs",
         "/ops/fragments/runs",
         "runs",
-        "Open repair runs",
+        Some("Open repair runs"),
         body,
     ))
 }
@@ -257,7 +257,7 @@ async fn alerts(state: &OpsState) -> Result<Markup, OpsError> {
         "alerts",
         "/ops/fragments/alerts",
         "alerts",
-        "Recent alerts",
+        Some("Recent alerts"),
         body,
     ))
 }

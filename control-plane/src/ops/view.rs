@@ -96,11 +96,21 @@ pub fn error_page(status: StatusCode, message: &str) -> Markup {
 }
 
 /// A live section: re-rendered from `src` when one of `topics` changes.
-pub fn live_section(id: &str, src: &str, topics: &str, heading: &str, body: Markup) -> Markup {
+/// Detail pages pass no heading (the page's `h1` names them).
+pub fn live_section(
+    id: &str,
+    src: &str,
+    topics: &str,
+    heading: Option<&str>,
+    body: Markup,
+) -> Markup {
     html! {
-        section id=(id) data-src=(src) data-topics=(topics) aria-labelledby=(format!("{id}-h")) {
-            h2 id=(format!("{id}-h")) { (heading) }
-            (body)
+        @match heading {
+            Some(heading) => section id=(id) data-src=(src) data-topics=(topics) aria-labelledby=(format!("{id}-h")) {
+                h2 id=(format!("{id}-h")) { (heading) }
+                (body)
+            },
+            None => section id=(id) data-src=(src) data-topics=(topics) { (body) },
         }
     }
 }
@@ -253,7 +263,7 @@ mod tests {
 
     #[test]
     fn values_are_escaped() {
-        let html = live_section("x", "/y", "edges", "<b>", html! {}).into_string();
+        let html = live_section("x", "/y", "edges", Some("<b>"), html! {}).into_string();
         assert!(html.contains("&lt;b&gt;"));
     }
 }
