@@ -15,3 +15,8 @@ CREATE INDEX ops_sessions_expires ON ops_sessions (expires_at);
 -- The overview lists certificates that expire soon without reading every
 -- certificate.
 CREATE INDEX certificates_not_after ON certificates (not_after);
+
+-- The overview counts domains by (status, TLS status): with this index the
+-- count is an index-only scan instead of reading every row (half the time
+-- at 200,000 domains, docs/benchmarks.md).
+CREATE INDEX domains_status ON domains (status, tls_status);
