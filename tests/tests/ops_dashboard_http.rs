@@ -286,6 +286,18 @@ async fn pages_render_the_seeded_rows() {
         "repair history"
     );
 
+    let alert: uuid::Uuid = sqlx::query_scalar("SELECT id FROM alerts")
+        .fetch_one(pool(&app))
+        .await
+        .unwrap();
+    let (status, page) = c.get(&format!("/ops/alerts/{alert}")).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("Edge unreachable: restart did not help"));
+    assert!(
+        page.contains(&format!("href=\"/ops/edges/{}\"", s.edge)),
+        "links the subject"
+    );
+
     let (_, page) = c
         .get("/ops/repairs?status=open&kind=edge_unreachable&subject=fra-1")
         .await

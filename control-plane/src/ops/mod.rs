@@ -50,6 +50,7 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/ops/domains", get(pages::lookup))
         .route("/ops/domains/{id}", get(pages::domain))
         .route("/ops/edges/{id}", get(pages::edge))
+        .route("/ops/alerts/{id}", get(pages::alert))
         .route("/ops/repairs", get(pages::repairs))
         .route("/ops/repairs/{id}/{action}", post(actions::run_action))
         .layer(axum::middleware::map_response(security_headers))

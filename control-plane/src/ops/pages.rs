@@ -189,6 +189,49 @@ pub async fn edge(
     Ok(respond(q, &format!("Edge {name}"), &session, section))
 }
 
+/// `GET /ops/alerts/{id}`: one alert (the page emails link to).
+pub async fn alert(
+    State(state): State<OpsState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<FragmentQuery>,
+) -> Result<Response, OpsError> {
+    let id = parse_id(&id, "alert")?;
+    let a = db::alerts::get(&state.app.pool, id)
+        .await?
+        .ok_or(OpsError::NotFound("alert"))?;
+    let body = html! {
+        dl.facts {
+            dt { "Status" } dd { span class=(format!("badge {}", a.status)) #alert-status { (a.status) } }
+            dt { "Severity" } dd { (a.severity) }
+            dt { "Subject" } dd {
+                @match a.subject_id {
+                    Some(s) => (view::subject_link(&a.subject_kind, s, &format!("{} {}", a.subject_kind, view::short(s)))),
+                    None => "the platform",
+                }
+            }
+            dt { "Opened" } dd { (ago(a.opened_at)) }
+            dt { "Resolved" } dd { (maybe_ago(a.resolved_at)) @if let Some(n) = &a.resolution_note { " — " (n) } }
+            dt { "Page email" } dd {
+                @if let Some(t) = a.page_sent_at { "sent " (ago(t)) } @else { "not sent" }
+                " (" (a.page_attempts) " attempts)"
+                @if let Some(e) = &a.last_email_error { div.error { "last error: " (e) } }
+            }
+        }
+        h2 { "Message" }
+        pre { (a.body) }
+    };
+    let back = format!("/ops/alerts/{id}");
+    let section = live_section(
+        "detail",
+        &format!("{back}?fragment=1"),
+        "alerts",
+        None,
+        body,
+    );
+    Ok(respond(q, &a.title, &session, section))
+}
+
 #[derive(Deserialize, Default)]
 pub struct RepairsQuery {
     #[serde(default)]

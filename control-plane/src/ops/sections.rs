@@ -234,12 +234,7 @@ async fn alerts(state: &OpsState) -> Result<Markup, OpsError> {
                 tbody {
                     @for a in &rows {
                         tr id=(format!("alert-{}", a.id)) {
-                            th scope="row" {
-                                @match a.subject_id {
-                                    Some(id) => (view::subject_link(&a.subject_kind, id, &a.title)),
-                                    None => (a.title),
-                                }
-                            }
+                            th scope="row" { a href=(format!("/ops/alerts/{}", a.id)) { (a.title) } }
                             td { span class=(format!("badge {}", a.status)) { (a.status) } }
                             td { (ago(a.opened_at)) }
                             td {
