@@ -444,7 +444,7 @@ async fn the_event_stream_says_what_changed_after_a_row_changes() {
     assert_eq!(anon.status(), 303);
     drop(body);
     // The slot is returned when the client goes away.
-    eventually(10, "the event slot to free up", || async {
+    let again = eventually(10, "the event slot to free up", || async {
         let r = c
             .http
             .get(app.url("/ops/events"))
@@ -452,8 +452,20 @@ async fn the_event_stream_says_what_changed_after_a_row_changes() {
             .send()
             .await
             .ok()?;
-        (r.status() == 200).then_some(())
+        (r.status() == 200).then_some(r)
     })
     .await
     .unwrap();
+
+    // A graceful stop does not wait for open dashboards: their streams end.
+    let mut stream = again.bytes_stream();
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("stopping waited for an open event stream")
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream did not end");
 }

@@ -93,10 +93,14 @@ pub struct Hub {
     started: Arc<OnceCell<()>>,
     clients: Arc<AtomicUsize>,
     max_clients: usize,
+    /// The publisher's config-version watch: its sender goes away when the
+    /// process stops, which ends every event stream (so a graceful shutdown
+    /// does not wait for open dashboards).
+    process: watch::Receiver<u64>,
 }
 
 impl Hub {
-    pub fn new(pool: PgPool, max_clients: usize) -> Hub {
+    pub fn new(pool: PgPool, process: watch::Receiver<u64>, max_clients: usize) -> Hub {
         let (tx, _) = broadcast::channel(256);
         let (listening_tx, listening) = watch::channel(false);
         Hub {
@@ -107,6 +111,7 @@ impl Hub {
             started: Arc::new(OnceCell::new()),
             clients: Arc::new(AtomicUsize::new(0)),
             max_clients,
+            process,
         }
     }
 
@@ -120,6 +125,7 @@ impl Hub {
                     self.pool.clone(),
                     self.tx.clone(),
                     self.listening_tx.clone(),
+                    self.process.clone(),
                 ));
             })
             .await;
@@ -133,6 +139,7 @@ impl Hub {
             rx,
             _slot: slot,
             last: None,
+            process: self.process.clone(),
         })
     }
 
@@ -164,8 +171,14 @@ impl Drop for Slot {
 
 /// LISTENs until the pool closes; after a lost connection everything may
 /// have changed, so subscribers hear [`Topics::ALL`].
-async fn listen(pool: PgPool, tx: broadcast::Sender<Topics>, listening: Arc<watch::Sender<bool>>) {
-    while !pool.is_closed() {
+async fn listen(
+    pool: PgPool,
+    tx: broadcast::Sender<Topics>,
+    listening: Arc<watch::Sender<bool>>,
+    process: watch::Receiver<u64>,
+) {
+    let stopping = || pool.is_closed() || process.has_changed().is_err();
+    while !stopping() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
@@ -185,7 +198,7 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Topics>, listening: Arc<watc
         listening.send_replace(true);
         loop {
             match tokio::time::timeout(Duration::from_secs(5), listener.try_recv()).await {
-                Err(_) if pool.is_closed() => return,
+                Err(_) if stopping() => return,
                 Err(_) => continue,
                 Ok(Ok(Some(n))) => {
                     let _ = tx.send(Topics::of_payload(n.payload()));
@@ -208,12 +221,19 @@ pub struct Client {
     rx: broadcast::Receiver<Topics>,
     _slot: Slot,
     last: Option<Instant>,
+    process: watch::Receiver<u64>,
 }
 
 impl Client {
-    /// The next coalesced change; `None` when the hub is gone.
+    /// The next coalesced change; `None` when the hub or the process stops.
     pub async fn next(&mut self) -> Option<Topics> {
-        let mut topics = match self.rx.recv().await {
+        let first = loop {
+            tokio::select! {
+                r = self.rx.recv() => break r,
+                c = self.process.changed() => if c.is_err() { return None },
+            }
+        };
+        let mut topics = match first {
             Ok(t) => t,
             Err(broadcast::error::RecvError::Lagged(_)) => Topics::ALL,
             Err(broadcast::error::RecvError::Closed) => return None,
@@ -281,17 +301,24 @@ mod tests {
     async fn events_are_coalesced() {
         let (tx, rx) = broadcast::channel(16);
         let count = Arc::new(AtomicUsize::new(0));
+        let (process_tx, process) = watch::channel(0);
         let mut c = Client {
             rx,
             _slot: Slot::take(&count, 1).unwrap(),
             last: None,
+            process,
         };
         tx.send(Topics::EDGES).unwrap();
         tx.send(Topics::RUNS).unwrap();
         assert_eq!(c.next().await, Some(Topics::EDGES.union(Topics::RUNS)));
         tx.send(Topics::ALERTS).unwrap();
         assert_eq!(c.next().await, Some(Topics::ALERTS));
-        drop(tx);
+        // A new config version is not a dashboard change ...
+        process_tx.send(1).unwrap();
+        tx.send(Topics::EDGES).unwrap();
+        assert_eq!(c.next().await, Some(Topics::EDGES));
+        // ... but the process stopping ends the stream.
+        drop(process_tx);
         assert_eq!(c.next().await, None);
     }
 }

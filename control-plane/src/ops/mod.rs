@@ -36,7 +36,11 @@ pub fn router(app: AppState) -> Router<AppState> {
     let ops = &app.settings.ops;
     let per_minute = NonZeroU32::new(ops.login_per_minute).unwrap_or(NonZeroU32::MIN);
     let state = OpsState {
-        hub: live::Hub::new(app.pool.clone(), ops.max_event_clients as usize),
+        hub: live::Hub::new(
+            app.pool.clone(),
+            app.publisher.latest.clone(),
+            ops.max_event_clients as usize,
+        ),
         login_limiter: Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))),
         app,
     };
