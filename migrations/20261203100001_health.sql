@@ -75,6 +75,8 @@ CREATE TABLE repair_runs (
     outcome_note     text,
     -- The page this run raised, if it reached the ladder's top.
     alert_id         uuid REFERENCES alerts (id) ON DELETE SET NULL,
+    -- When the tenant was told (`health.degraded`); a recovery is then told too.
+    tenant_notified_at timestamptz,
     opened_at        timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     closed_at        timestamptz,
@@ -88,9 +90,10 @@ CREATE INDEX repair_runs_due ON repair_runs (next_step_at) WHERE status = 'open'
 CREATE INDEX repair_runs_listing ON repair_runs ((status <> 'closed') DESC, id DESC);
 
 -- One rung executed for one run: the re-check, then (if still failing) the
--- repair. `started_at` without `finished_at` is a step in flight; a worker
--- that dies leaves it so, and the next worker records it as `interrupted`
--- before running the rung again (repairs are idempotent).
+-- repair. A step without `finished_at` is in flight; the worker running it
+-- touches `alive_at` while it works. A worker that dies stops touching it,
+-- and once it is older than the step lease the next worker records the step
+-- as `interrupted` and runs the rung again (repairs are idempotent).
 CREATE TABLE repair_steps (
     id            uuid PRIMARY KEY,
     run_id        uuid NOT NULL REFERENCES repair_runs (id) ON DELETE CASCADE,
@@ -106,10 +109,11 @@ CREATE TABLE repair_steps (
     -- What the repair did and how it went.
     did           text NOT NULL DEFAULT '',
     result        text NOT NULL DEFAULT 'running'
-                  CHECK (result IN ('running', 'recovered', 'repaired', 'failed', 'skipped', 'interrupted', 'paged', 'marked')),
-    -- Who started it: `ladder` or `operator:<retry>`.
+                  CHECK (result IN ('running', 'recovered', 'done', 'failed', 'skipped', 'interrupted')),
+    -- Who started it: `ladder`, or `operator` for a retry from the API or dashboard.
     started_by    text NOT NULL DEFAULT 'ladder',
     started_at    timestamptz NOT NULL DEFAULT now(),
+    alive_at      timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz
 );
 CREATE INDEX repair_steps_run ON repair_steps (run_id, started_at);
@@ -135,15 +139,41 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+-- Only real changes notify: a check that confirms what was known, or a
+-- heartbeat, would otherwise wake every dashboard thousands of times a second.
 CREATE TRIGGER repair_runs_ops_notify AFTER INSERT OR UPDATE ON repair_runs
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
 CREATE TRIGGER repair_steps_ops_notify AFTER INSERT OR UPDATE ON repair_steps
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
-CREATE TRIGGER health_states_ops_notify AFTER INSERT OR UPDATE OF failing, last_passed ON health_states
+CREATE TRIGGER health_states_ops_notify_insert AFTER INSERT ON health_states
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
-CREATE TRIGGER alerts_ops_notify AFTER INSERT OR UPDATE OF status ON alerts
+CREATE TRIGGER health_states_ops_notify_update AFTER UPDATE ON health_states
+    FOR EACH ROW WHEN (OLD.failing IS DISTINCT FROM NEW.failing OR OLD.last_passed IS DISTINCT FROM NEW.last_passed)
+    EXECUTE FUNCTION portico_ops_notify();
+CREATE TRIGGER alerts_ops_notify_insert AFTER INSERT ON alerts
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
+CREATE TRIGGER alerts_ops_notify_update AFTER UPDATE ON alerts
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION portico_ops_notify();
+-- Edges notify on every heartbeat (the dashboard shows heartbeat age and
+-- config lag); there are few edges and one heartbeat per edge per interval.
 CREATE TRIGGER edges_ops_notify AFTER INSERT OR UPDATE ON edges
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
-CREATE TRIGGER domains_ops_notify AFTER INSERT OR UPDATE OF status, tls_status ON domains
+CREATE TRIGGER domains_ops_notify_insert AFTER INSERT ON domains
     FOR EACH ROW EXECUTE FUNCTION portico_ops_notify();
+CREATE TRIGGER domains_ops_notify_update AFTER UPDATE ON domains
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.tls_status IS DISTINCT FROM NEW.tls_status)
+    EXECUTE FUNCTION portico_ops_notify();
+
+-- The health fan-out's schedule: when each domain and edge is checked next.
+-- New domains are checked at once; after that each keeps a fixed phase
+-- within the interval (from a hash of its id), so checks spread evenly.
+ALTER TABLE domains ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX domains_health_due ON domains (next_health_at) WHERE status IN ('active', 'misconfigured', 'moved');
+ALTER TABLE edges ADD COLUMN next_health_at timestamptz NOT NULL DEFAULT now();
+-- A full config resync asked for by a repair: the edge's next (or current)
+-- config stream starts with a snapshot, whatever version it says it has.
+ALTER TABLE edges ADD COLUMN resync_requested_at timestamptz;
+-- Hosts in the edge's table that have no certificate (from its heartbeat,
+-- at most 100): a domain with a stored certificate listed here is missing it.
+ALTER TABLE edges ADD COLUMN hosts_missing_certificate text[] NOT NULL DEFAULT '{}';

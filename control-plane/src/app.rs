@@ -5,9 +5,12 @@
 use crate::api::{self, AppState};
 use crate::db;
 use crate::dns::DnsChecker;
+use crate::infra::Infra;
+use crate::infra::fly::{FlyConfig, FlyMachines};
+use crate::infra::local::{ControlPlaneLink, LocalConfig, LocalProcesses, find_edge_binary};
 use crate::jobs::{self, JobContext};
 use crate::publish::{self, Publisher};
-use crate::settings::Settings;
+use crate::settings::{InfraSetting, Settings};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +24,26 @@ pub struct Running {
     pub state: AppState,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Edges this process runs itself (`PORTICO_INFRA=local`).
+    local: Option<Arc<LocalProcesses>>,
 }
 
 pub struct Options {
     pub http: bool,
     pub worker: bool,
+    /// The machines the repair ladders may restart and replace. `None`:
+    /// built from `PORTICO_INFRA` (dev mode passes its own).
+    pub infra: Option<Arc<dyn Infra>>,
+}
+
+impl Options {
+    pub fn new(http: bool, worker: bool) -> Self {
+        Options {
+            http,
+            worker,
+            infra: None,
+        }
+    }
 }
 
 /// Builds the shared state; background tasks it starts end with `stop`.
@@ -39,11 +57,12 @@ pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Resu
         api::middleware::limiter(settings.limits.rate_per_second, settings.limits.rate_burst);
     let settings = Arc::new(settings);
     let webhooks = crate::webhooks::Webhooks::new(settings.clone())?;
-    let latest = publish::notifier::spawn(pool.clone(), stop.clone());
+    let (resync, _) = tokio::sync::broadcast::channel(64);
+    let latest = publish::notifier::spawn(pool.clone(), stop.clone(), resync.clone());
     let alerts = crate::alerts::Alerts::new(pool.clone(), &settings.alerts)
         .map_err(|e| anyhow::anyhow!("alert emails: {e}"))?;
     Ok(AppState {
-        publisher: Publisher::new(pool.clone(), settings.clone(), latest),
+        publisher: Publisher::new(pool.clone(), settings.clone(), latest, resync),
         pool,
         settings,
         dns,
@@ -53,6 +72,7 @@ pub async fn state(settings: Settings, stop: &CancellationToken) -> anyhow::Resu
     })
 }
 
+/// The jobs' context, without infra (repairs skip restart and replace).
 pub fn job_context(state: &AppState) -> JobContext {
     JobContext {
         pool: state.pool.clone(),
@@ -60,6 +80,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         dns: state.dns.clone(),
         webhooks: state.webhooks.clone(),
         alerts: state.alerts.clone(),
+        infra: None,
     }
 }
 
@@ -84,8 +105,21 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
             Ok(())
         }));
     }
+    let mut local = None;
     if options.worker {
-        tasks.push(tokio::spawn(jobs::run(job_context(&state), stop.clone())));
+        let infra = match options.infra {
+            Some(infra) => Some(infra),
+            None => {
+                let (infra, spawned) = infra_from_settings(&state.settings, addr).await?;
+                local = spawned;
+                infra
+            }
+        };
+        let ctx = JobContext {
+            infra,
+            ..job_context(&state)
+        };
+        tasks.push(tokio::spawn(jobs::run(ctx, stop.clone())));
     }
     spawn_limiter_gc(&state, stop.clone());
     spawn_compaction(&state, stop.clone());
@@ -96,6 +130,7 @@ pub async fn start(settings: Settings, options: Options) -> anyhow::Result<Runni
         state,
         stop,
         tasks,
+        local,
     })
 }
 
@@ -149,6 +184,9 @@ impl Running {
         for t in self.tasks {
             t.await??;
         }
+        if let Some(local) = &self.local {
+            local.stop_all().await?;
+        }
         self.state.pool.close().await;
         Ok(())
     }
@@ -181,5 +219,63 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// The infra adapter `PORTICO_INFRA` names. With `local`, this process
+/// starts its edges now (registered with this control plane) and returns
+/// them so that `stop` stops them.
+async fn infra_from_settings(
+    settings: &Settings,
+    addr: SocketAddr,
+) -> anyhow::Result<(Option<Arc<dyn Infra>>, Option<Arc<LocalProcesses>>)> {
+    match &settings.health.infra {
+        InfraSetting::None => Ok((None, None)),
+        InfraSetting::Fly => {
+            let fly = settings
+                .fly
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("PORTICO_INFRA=fly needs PORTICO_FLY_APP"))?;
+            let machines = FlyMachines::new(FlyConfig::from_settings(fly))?;
+            Ok((Some(Arc::new(machines)), None))
+        }
+        InfraSetting::Local {
+            count,
+            dir,
+            control_plane_url,
+            env,
+        } => {
+            let dir = dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("portico-edges-{}", std::process::id()))
+            });
+            let url = control_plane_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", reachable(addr)));
+            let pool = db::connect(&settings.database_url, 2).await?;
+            let local = Arc::new(LocalProcesses::new(LocalConfig {
+                control_plane: Some(ControlPlaneLink { url, pool }),
+                env: env.clone(),
+                ..LocalConfig::new(find_edge_binary()?, dir)
+            }));
+            for _ in 0..*count {
+                let m = local.spawn(None).await?;
+                tracing::info!(edge = %m.name, machine = %m.id, https = %m.addresses.https, "local edge started");
+            }
+            let infra: Arc<dyn Infra> = local.clone();
+            Ok((Some(infra), Some(local)))
+        }
+    }
+}
+
+/// An address others can connect to: `0.0.0.0`/`::` become loopback.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }

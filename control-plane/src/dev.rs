@@ -20,8 +20,9 @@ use portico_control_plane::infra::{Addresses, Infra, Machine, MachineId, Probe, 
 use portico_control_plane::settings::{IssuerSetting, LogFormat, Settings};
 use portico_control_plane::telemetry;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -192,21 +193,24 @@ async fn dev(
     let upstream_stop = CancellationToken::new();
     let upstream = DemoUpstream::start(addresses.upstream, upstream_stop.clone()).await?;
     let operator_token = settings.operator_token.as_ref().map(|t| t.expose().clone());
+    // The edge is a `LocalProcesses` child; the repair ladders restart it
+    // through the same adapter.
+    let local = Arc::new(LocalProcesses::new(LocalConfig {
+        control_plane: Some(ControlPlaneLink {
+            url: format!("http://{}", app::reachable(settings.listen)),
+            pool: db::connect(&settings.database_url, 2).await?,
+        }),
+        ..LocalConfig::new(edge_bin, dev_dir)
+    }));
+    let infra: Arc<dyn Infra> = local.clone();
     let running = app::start(
         settings,
         Options {
-            http: true,
-            worker: true,
+            infra: Some(infra),
+            ..Options::new(true, true)
         },
     )
     .await?;
-    let local = LocalProcesses::new(LocalConfig {
-        control_plane: Some(ControlPlaneLink {
-            url: format!("http://{}", reachable(running.addr)),
-            pool: running.state.pool.clone(),
-        }),
-        ..LocalConfig::new(edge_bin, dev_dir)
-    });
     let result = async {
         let created = create_tenant(&running.state.pool, "Demo tenant", Plan::Pro)
             .await
@@ -215,7 +219,7 @@ async fn dev(
         let Some(edge) = edge else { return Ok(()) };
         print_dev_instructions(&DevInstructions {
             hostname: demo_hostname(&running.state.pool).await?,
-            base: format!("http://{}", reachable(running.addr)),
+            base: format!("http://{}", app::reachable(running.addr)),
             tenant: created.tenant.id.to_string(),
             api_key: created.api_key.key.clone(),
             operator_token: operator_token.as_deref(),
@@ -478,7 +482,7 @@ fn print_https_instructions(i: &DevInstructions<'_>) {
 
 /// The edge's address as curl's `--resolve` takes it.
 fn curl_ip(addr: SocketAddr) -> String {
-    match reachable(addr).ip() {
+    match app::reachable(addr).ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     }
@@ -503,19 +507,6 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A wildcard listen address is reached on loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
-        }
-        _ => addr,
-    }
 }
 
 /// Cancelled on the first SIGINT or SIGTERM. The handlers are installed

@@ -27,6 +27,7 @@ pub mod db;
 pub mod dev_dns;
 pub mod dns;
 pub mod domain_status;
+pub mod health;
 pub mod hostname;
 pub mod ids;
 pub mod infra;

@@ -84,19 +84,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let worker = settings.worker_in_serve;
-            let running = app::start(settings, Options { http: true, worker }).await?;
+            let running = app::start(settings, Options::new(true, worker)).await?;
             tracing::info!(addr = %running.addr, worker, "serving");
             running.run_until_signal().await
         }
         Command::Worker => {
-            let running = app::start(
-                settings,
-                Options {
-                    http: false,
-                    worker: true,
-                },
-            )
-            .await?;
+            let running = app::start(settings, Options::new(false, true)).await?;
             tracing::info!("worker running");
             running.run_until_signal().await
         }

@@ -17,11 +17,13 @@ use std::time::Duration;
 mod alerts;
 mod certificates;
 mod fly;
+mod health;
 mod ops;
 mod webhooks;
 pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use certificates::{AcmeFallback, CertificateSettings, IssuerSetting};
 pub use fly::FlySettings;
+pub use health::{HealthSettings, InfraSetting};
 pub use ops::OpsSettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
@@ -57,6 +59,7 @@ pub struct Settings {
     /// The Fly Machines infra adapter; `None` without `PORTICO_FLY_APP`.
     pub fly: Option<FlySettings>,
     pub alerts: AlertSettings,
+    pub health: HealthSettings,
     /// The ops dashboard (`/ops`).
     pub ops: OpsSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
@@ -208,6 +211,7 @@ impl Settings {
             webhooks: webhooks::webhook_settings(raw)?,
             fly: fly::fly_settings(raw)?,
             alerts: alerts::alert_settings(raw, listen)?,
+            health: health::health_settings(raw)?,
             ops: ops::ops_settings(raw)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),

@@ -299,10 +299,7 @@ async fn a_local_edge_follows_the_control_plane_and_becomes_ready() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let settings = Settings::from_sources(env).unwrap();
-    let options = Options {
-        http: true,
-        worker: false,
-    };
+    let options = Options::new(true, false);
     let running = app::start(settings, options).await.unwrap();
     let dir = temp_dir("connected");
     let local = LocalProcesses::new(quiet(LocalConfig {

@@ -1,5 +1,10 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (a snapshot
 //! is loaded, so the edge routes real traffic) and `/metrics` (Prometheus).
+//!
+//! With `PORTICO_EDGE_TEST_HOOKS=1` (end-to-end tests only, never in
+//! production) it also takes `POST /test/forget-certificate?host=NAME`,
+//! which drops that certificate from the table as if it had been lost, so
+//! that tests can watch the control plane notice and re-push it.
 
 use crate::state::Edge;
 use async_trait::async_trait;
@@ -10,6 +15,28 @@ use std::sync::Arc;
 
 pub struct Admin {
     pub edge: Arc<Edge>,
+    /// Serve `/test/...` (see the module comment).
+    pub test_hooks: bool,
+}
+
+impl Admin {
+    fn test_hook(&self, session: &ServerSession) -> (u16, &'static str, Vec<u8>) {
+        let req = session.req_header();
+        let host = req
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("host=")))
+            .filter(|h| !h.is_empty() && h.len() <= 253);
+        match (req.method.as_str(), req.uri.path(), host) {
+            ("POST", "/test/forget-certificate", Some(host)) => {
+                match self.edge.forget_certificates(&[host.to_owned()]) {
+                    Ok(()) => (200, "text/plain", format!("forgot {host}\n").into_bytes()),
+                    Err(e) => (400, "text/plain", format!("{e}\n").into_bytes()),
+                }
+            }
+            _ => (404, "text/plain", b"not found\n".to_vec()),
+        }
+    }
 }
 
 #[async_trait]
@@ -24,6 +51,7 @@ impl ServeHttp for Admin {
             ),
             "/readyz" => (503, "text/plain", b"no snapshot loaded\n".to_vec()),
             "/metrics" => (200, "text/plain; version=0.0.4", self.edge.metrics.render()),
+            path if self.test_hooks && path.starts_with("/test/") => self.test_hook(session),
             _ => (404, "text/plain", b"not found\n".to_vec()),
         };
         let mut resp = Response::new(body);

@@ -94,7 +94,14 @@ fn run() -> anyhow::Result<()> {
         challenges,
     }));
 
-    let mut admin = Service::new("admin".to_string(), Admin { edge: edge.clone() });
+    let mut admin = Service::new(
+        "admin".to_string(),
+        Admin {
+            edge: edge.clone(),
+            // Tests only: see admin.rs.
+            test_hooks: std::env::var("PORTICO_EDGE_TEST_HOOKS").is_ok_and(|v| v == "1"),
+        },
+    );
     admin.add_tcp(&config.admin.to_string());
 
     let reloader = SnapshotReloader {

@@ -134,6 +134,25 @@ impl Edge {
         Ok(())
     }
 
+    /// Drops the certificates for `names` from the current table (the admin
+    /// test hook: a table that lost a certificate, for the health checks to
+    /// notice). Wakes the heartbeat, which reports the host as missing one.
+    pub fn forget_certificates(&self, names: &[String]) -> anyhow::Result<()> {
+        let count = {
+            let _writer = self.lock_writer();
+            let next = self
+                .table()
+                .without_certificates(names)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let count = next.certificate_count();
+            self.table.store(Arc::new(next));
+            count
+        };
+        self.metrics.certificates.set(gauge(count));
+        self.news.notify_one();
+        Ok(())
+    }
+
     /// Records a config the edge refused (the table was kept).
     pub fn reject(&self, version: ConfigVersion, reason: String) {
         self.metrics.rejected_configs.inc();

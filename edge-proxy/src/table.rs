@@ -168,6 +168,45 @@ impl RoutingTable {
         build::with_certificate(self, bundle)
     }
 
+    /// The table without the certificates for `names`, at the same version:
+    /// only the admin listener's test hook does this (to let the control
+    /// plane's health checks notice a missing certificate and re-push it).
+    pub fn without_certificates(&self, names: &[String]) -> Result<RoutingTable, TableError> {
+        build::without_certificates(self, names)
+    }
+
+    /// Up to `limit` configured hostnames no certificate covers (sorted;
+    /// which ones are kept past the limit is unspecified), and how many
+    /// there are in all. The heartbeat carries them, so the control plane
+    /// can tell a host whose certificate an edge lacks. Allocates only the
+    /// names it returns.
+    pub fn hosts_without_certificate(&self, limit: usize) -> (Vec<String>, usize) {
+        let mut missing = Vec::new();
+        let mut total = 0;
+        let exact = self
+            .exact
+            .keys()
+            .filter(|name| self.certificate_ref(name).is_none())
+            .map(|name| (name.as_str(), false));
+        let wildcard = self
+            .wildcard
+            .keys()
+            .filter(|parent| !self.wildcard_certs.contains_key(*parent))
+            .map(|parent| (parent.as_str(), true));
+        for (name, is_wildcard) in exact.chain(wildcard) {
+            total += 1;
+            if missing.len() < limit {
+                missing.push(if is_wildcard {
+                    format!("*.{name}")
+                } else {
+                    name.to_owned()
+                });
+            }
+        }
+        missing.sort_unstable();
+        (missing, total)
+    }
+
     /// The config version this table is.
     pub fn version(&self) -> ConfigVersion {
         self.version

@@ -127,6 +127,8 @@ impl TestEdge {
                 "RUST_LOG",
                 std::env::var("EDGE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // `POST /test/forget-certificate` on the admin listener.
+            .env("PORTICO_EDGE_TEST_HOOKS", "1")
             .stdout(Stdio::null())
             .spawn()?;
         let mut edge = TestEdge {

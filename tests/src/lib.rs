@@ -63,14 +63,7 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the API (no workers) with test defaults overridden by `vars`.
     pub async fn spawn(vars: &[(&str, &str)]) -> anyhow::Result<TestApp> {
-        Self::spawn_with(
-            vars,
-            Options {
-                http: true,
-                worker: false,
-            },
-        )
-        .await
+        Self::spawn_with(vars, Options::new(true, false)).await
     }
 
     pub async fn spawn_with(vars: &[(&str, &str)], options: Options) -> anyhow::Result<TestApp> {

@@ -469,3 +469,91 @@ async fn the_event_stream_says_what_changed_after_a_row_changes() {
     .await;
     assert!(ended.is_ok(), "the event stream did not end");
 }
+
+#[tokio::test]
+async fn run_buttons_pause_resume_retry_and_close_a_run() {
+    let app = app(&[]).await;
+    let s = ops::seed(pool(&app), &app.base, "fra-1", "shop.example.com")
+        .await
+        .unwrap();
+    let c = OpsClient::login(&app.base, OPERATOR_TOKEN).await.unwrap();
+    let status = || async {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT status, outcome FROM repair_runs WHERE id = $1",
+        )
+        .bind(s.run)
+        .fetch_one(pool(&app))
+        .await
+        .unwrap()
+    };
+    let back = "/ops/repairs?status=open";
+    let press = |action: &'static str| {
+        let path = format!("/ops/repairs/{}/{action}", s.run);
+        let csrf = c.csrf.clone();
+        let c = &c;
+        async move {
+            c.post(&path, &[("csrf", csrf.as_str()), ("back", back)])
+                .await
+                .unwrap()
+        }
+    };
+
+    let resp = press("pause").await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        back,
+        "back where the button was"
+    );
+    assert_eq!(status().await.0, "paused");
+    let (_, page) = c.get("/ops/repairs").await.unwrap();
+    assert!(
+        page.contains(&format!("id=\"resume-{}\"", s.run)),
+        "a paused run offers resume"
+    );
+    assert!(!page.contains(&format!("id=\"pause-{}\"", s.run)));
+
+    assert_eq!(press("resume").await.status(), 303);
+    assert_eq!(status().await.0, "open");
+    assert_eq!(press("retry").await.status(), 303);
+    assert_eq!(status().await.0, "open");
+
+    assert_eq!(press("close").await.status(), 303);
+    assert_eq!(
+        status().await,
+        ("closed".into(), Some("closed_by_operator".into()))
+    );
+    let again = press("pause").await;
+    assert_eq!(again.status(), 409);
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains("the repair run is closed")
+    );
+    let (_, page) = c.get("/ops/repairs").await.unwrap();
+    assert!(
+        !page.contains(&format!("id=\"close-{}\"", s.run)),
+        "no buttons on a closed run"
+    );
+
+    // Unknown actions and runs, and a `back` that leaves the dashboard.
+    let resp = c
+        .post(
+            &format!("/ops/repairs/{}/delete", s.run),
+            &[("csrf", c.csrf.as_str())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let other = ops::open_run(pool(&app), s.edge, "fra-1").await.unwrap();
+    let resp = c
+        .post(
+            &format!("/ops/repairs/{other}/pause"),
+            &[("csrf", c.csrf.as_str()), ("back", "https://evil.example/")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["location"], "/ops/repairs");
+}

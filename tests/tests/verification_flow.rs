@@ -55,10 +55,7 @@ async fn verify(app: &TestApp, key: &str, id: &str) -> Value {
 async fn verify_moves_a_domain_through_its_states() -> anyhow::Result<()> {
     let (dns, app, key) = setup(
         &[("PORTICO_MISCONFIGURED_AFTER", "2")],
-        Options {
-            http: true,
-            worker: false,
-        },
+        Options::new(true, false),
     )
     .await?;
     let (_, d) = app
@@ -164,10 +161,7 @@ async fn verify_moves_a_domain_through_its_states() -> anyhow::Result<()> {
 async fn the_job_queue_verifies_domains_without_being_asked() -> anyhow::Result<()> {
     let (dns, app, key) = setup(
         &[("PORTICO_SCHEDULER_TICK_SECS", "1")],
-        Options {
-            http: true,
-            worker: true,
-        },
+        Options::new(true, true),
     )
     .await?;
     let (_, d) = app
@@ -223,10 +217,7 @@ async fn the_job_queue_verifies_domains_without_being_asked() -> anyhow::Result<
 async fn fan_out_claims_due_domains_once_and_marks_old_pending_ones_stale() -> anyhow::Result<()> {
     let (_dns, app, key) = setup(
         &[("PORTICO_STALE_AFTER_SECS", "3600")],
-        Options {
-            http: true,
-            worker: false,
-        },
+        Options::new(true, false),
     )
     .await?;
     for name in ["a.bobs.io", "b.bobs.io", "c.bobs.io"] {

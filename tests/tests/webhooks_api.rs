@@ -527,14 +527,7 @@ async fn webhook_ssrf_guard_checks_again_at_send_time() -> anyhow::Result<()> {
     vars.retain(|(k, _)| *k != "PORTICO_WEBHOOK_ALLOW_PRIVATE");
     vars.push(("PORTICO_WEBHOOK_NAMESERVERS", ns.as_str()));
     vars.push(("PORTICO_WEBHOOK_RETRY_SCHEDULE", "0s"));
-    let app = TestApp::spawn_with(
-        &vars,
-        Options {
-            http: true,
-            worker: true,
-        },
-    )
-    .await?;
+    let app = TestApp::spawn_with(&vars, Options::new(true, true)).await?;
     let (_, key) = app.tenant("free").await?;
     let receiver = Receiver::start().await?;
     let url = format!("http://rebind.test:{}/", receiver.addr.port());

@@ -15,14 +15,7 @@ use std::collections::{HashMap, HashSet};
 async fn app_with(extra: &[(&str, &str)]) -> anyhow::Result<TestApp> {
     let mut vars: Vec<(&str, &str)> = FAST_DELIVERY.to_vec();
     vars.extend_from_slice(extra);
-    TestApp::spawn_with(
-        &vars,
-        Options {
-            http: true,
-            worker: true,
-        },
-    )
-    .await
+    TestApp::spawn_with(&vars, Options::new(true, true)).await
 }
 
 async fn add_domain(app: &TestApp, key: &str, host: &str) -> anyhow::Result<String> {

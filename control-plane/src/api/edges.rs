@@ -276,6 +276,12 @@ pub async fn heartbeat(
         certificates: to_i64(h.certificates),
         counters: serde_json::Value::Object(counters),
         rejection,
+        hosts_missing_certificate: h
+            .hosts_missing_certificate
+            .into_iter()
+            .take(portico_protocol::MAX_HOSTS_MISSING_CERTIFICATE)
+            .filter(|host| host.len() <= 253)
+            .collect(),
     };
     db::edges::record_heartbeat(&state.pool, edge.id, &record).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -15,6 +15,7 @@ pub mod events;
 pub mod extract;
 pub mod middleware;
 pub mod pagination;
+pub mod repairs;
 pub mod tenants;
 pub mod webhook_input;
 pub mod webhook_messages;
@@ -110,6 +111,13 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(events::list))
         .routes(routes!(edges::create, edges::list))
         .routes(routes!(alerts::list))
+        .routes(routes!(repairs::list))
+        .routes(routes!(repairs::get))
+        .routes(routes!(repairs::pause))
+        .routes(routes!(repairs::resume))
+        .routes(routes!(repairs::retry))
+        .routes(routes!(repairs::close))
+        .routes(routes!(repairs::for_domain))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
         .routes(routes!(webhooks::rotate_secret))

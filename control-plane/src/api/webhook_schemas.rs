@@ -99,7 +99,8 @@ pub struct WebhookTestEventPayload {
     data: WebhookTestData,
 }
 
-/// `health.degraded`, `health.recovered`: reserved; not emitted yet.
+/// `health.degraded`, `health.recovered`: a repair run about one of the
+/// tenant's domains (`docs/health.md`).
 #[derive(utoipa::ToSchema)]
 pub struct HealthEventPayload {
     #[schema(value_type = String, format = Uuid)]
@@ -107,6 +108,25 @@ pub struct HealthEventPayload {
     #[schema(rename = "type", example = "health.degraded")]
     r#type: String,
     timestamp: DateTime<Utc>,
-    #[schema(value_type = Object)]
-    data: serde_json::Value,
+    data: HealthEventData,
+}
+
+/// `data` of `health.degraded` (a repair run about the domain told the
+/// tenant) and `health.recovered` (that run closed because the check passed
+/// again). See `GET /v1/domains/{id}/repairs` for the run's steps.
+#[derive(utoipa::ToSchema)]
+pub struct HealthEventData {
+    #[schema(value_type = String, format = Uuid)]
+    run_id: uuid::Uuid,
+    /// `certificate`, `upstream` or `dns`.
+    #[schema(example = "upstream")]
+    kind: String,
+    #[schema(example = "shop.example.com")]
+    hostname: String,
+    /// The failing check's words when the run opened.
+    #[schema(example = "little traffic; connecting to 10.0.0.5:443 failed: connection refused")]
+    reason: String,
+    /// For `health.recovered`, what the passing check saw.
+    detail: String,
+    opened_at: DateTime<Utc>,
 }

@@ -1,5 +1,7 @@
 //! Read queries of the ops dashboard (`crate::ops`): every list is bounded
 //! and served by an index; the one full pass is the domain count by status.
+//! Runs and steps come back as `db::repairs` records (that module owns
+//! them; this one adds the dashboard's orderings and filters).
 //! Job queues are read from apalis's own table (read only; `jobs/` is the
 //! only module that writes it).
 
@@ -137,39 +139,6 @@ pub async fn queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueStats>, sqlx::Er
     .await
 }
 
-#[derive(Clone, Debug)]
-pub struct RunRecord {
-    pub id: Uuid,
-    pub subject_kind: String,
-    pub subject_id: Uuid,
-    pub subject_name: String,
-    pub kind: String,
-    pub status: String,
-    pub reason: String,
-    pub next_rung: i32,
-    pub next_step_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
-    pub outcome_note: Option<String>,
-    pub alert_id: Option<Uuid>,
-    pub opened_at: DateTime<Utc>,
-    pub closed_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Clone, Debug)]
-pub struct StepRecord {
-    pub id: Uuid,
-    pub run_id: Uuid,
-    pub rung: i32,
-    pub action: String,
-    pub checked: String,
-    pub check_passed: Option<bool>,
-    pub did: String,
-    pub result: String,
-    pub started_by: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
 /// What the repairs page filters on; `None` matches everything.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
@@ -184,12 +153,10 @@ pub async fn runs(
     db: impl PgExecutor<'_>,
     filter: &RunFilter,
     limit: i64,
-) -> Result<Vec<RunRecord>, sqlx::Error> {
+) -> Result<Vec<super::repairs::RunRecord>, sqlx::Error> {
     sqlx::query_as!(
-        RunRecord,
-        "SELECT id, subject_kind, subject_id, subject_name, kind, status, reason, next_rung,
-                next_step_at, outcome, outcome_note, alert_id, opened_at, closed_at
-         FROM repair_runs
+        super::repairs::RunRecord,
+        "SELECT * FROM repair_runs
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::text IS NULL OR kind = $2)
            AND ($3::text IS NULL OR subject_name = $3 OR subject_id::text = $3)
@@ -204,12 +171,12 @@ pub async fn runs(
 }
 
 /// Runs not closed yet, newest first.
-pub async fn open_runs(db: impl PgExecutor<'_>) -> Result<Vec<RunRecord>, sqlx::Error> {
+pub async fn open_runs(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<super::repairs::RunRecord>, sqlx::Error> {
     sqlx::query_as!(
-        RunRecord,
-        "SELECT id, subject_kind, subject_id, subject_name, kind, status, reason, next_rung,
-                next_step_at, outcome, outcome_note, alert_id, opened_at, closed_at
-         FROM repair_runs WHERE status <> 'closed'
+        super::repairs::RunRecord,
+        "SELECT * FROM repair_runs WHERE status <> 'closed'
          ORDER BY (status <> 'closed') DESC, id DESC LIMIT $1",
         LIST_LIMIT
     )
@@ -217,60 +184,17 @@ pub async fn open_runs(db: impl PgExecutor<'_>) -> Result<Vec<RunRecord>, sqlx::
     .await
 }
 
-/// The runs of one subject, newest first (index `repair_runs_subject`).
-pub async fn subject_runs(
-    db: impl PgExecutor<'_>,
-    subject_kind: &str,
-    subject_id: Uuid,
-) -> Result<Vec<RunRecord>, sqlx::Error> {
-    sqlx::query_as!(
-        RunRecord,
-        "SELECT id, subject_kind, subject_id, subject_name, kind, status, reason, next_rung,
-                next_step_at, outcome, outcome_note, alert_id, opened_at, closed_at
-         FROM repair_runs WHERE subject_kind = $1 AND subject_id = $2
-         ORDER BY id DESC LIMIT $3",
-        subject_kind,
-        subject_id,
-        LIST_LIMIT
-    )
-    .fetch_all(db)
-    .await
-}
-
-/// The steps of these runs in the order they ran (index `repair_steps_run`).
-pub async fn steps(db: impl PgExecutor<'_>, runs: &[Uuid]) -> Result<Vec<StepRecord>, sqlx::Error> {
-    sqlx::query_as!(
-        StepRecord,
-        "SELECT id, run_id, rung, action, checked, check_passed, did, result, started_by,
-                started_at, finished_at
-         FROM repair_steps WHERE run_id = ANY($1)
-         ORDER BY run_id, started_at, id LIMIT 5000",
-        runs
-    )
-    .fetch_all(db)
-    .await
-}
-
-#[derive(Clone, Debug)]
-pub struct HealthRecord {
-    pub kind: String,
-    pub failing: bool,
-    pub consecutive_failures: i32,
-    pub consecutive_passes: i32,
-    pub checked_at: DateTime<Utc>,
-    pub last_passed: bool,
-    pub last_detail: String,
-}
-
+/// The check states of one subject. Like `db::health::for_subject`, with
+/// the subject kind, so that the primary key serves it.
 pub async fn health(
     db: impl PgExecutor<'_>,
     subject_kind: &str,
     subject_id: Uuid,
-) -> Result<Vec<HealthRecord>, sqlx::Error> {
+) -> Result<Vec<super::health::HealthState>, sqlx::Error> {
     sqlx::query_as!(
-        HealthRecord,
-        "SELECT kind, failing, consecutive_failures, consecutive_passes, checked_at,
-                last_passed, last_detail
+        super::health::HealthState,
+        "SELECT subject_kind, subject_id, kind, failing, consecutive_failures, consecutive_passes,
+                checked_at, last_passed, last_detail, changed_at
          FROM health_states WHERE subject_kind = $1 AND subject_id = $2 ORDER BY kind",
         subject_kind,
         subject_id

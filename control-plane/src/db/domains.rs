@@ -31,6 +31,8 @@ pub struct DomainRecord {
     pub verified_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the health fan-out checks it next (`db::health`).
+    pub next_health_at: DateTime<Utc>,
 }
 
 /// A validated domain about to be inserted.
@@ -361,6 +363,23 @@ pub async fn find_by_hostname(
         DomainRecord,
         "SELECT * FROM domains WHERE hostname = $1",
         hostname
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks one domain whose DNS stayed wrong stale (the DNS repair ladder's
+/// last word); `None` when it is no longer misconfigured or moved.
+pub async fn mark_one_stale(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<DomainRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        DomainRecord,
+        "UPDATE domains SET status = 'stale', updated_at = now()
+         WHERE id = $1 AND status IN ('misconfigured', 'moved')
+         RETURNING *",
+        id
     )
     .fetch_optional(db)
     .await

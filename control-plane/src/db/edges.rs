@@ -30,6 +30,8 @@ pub struct HeartbeatRecord<'a> {
     pub certificates: i64,
     pub counters: serde_json::Value,
     pub rejection: Option<serde_json::Value>,
+    /// Hosts the edge serves without a certificate (at most 100).
+    pub hosts_missing_certificate: Vec<String>,
 }
 
 pub struct EdgeForAuth {
@@ -94,7 +96,8 @@ pub async fn record_heartbeat(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE edges SET last_seen_at = now(), applied_version = $2, build = $3,
-                uptime_secs = $4, hosts = $5, certificates = $6, counters = $7, rejection = $8
+                uptime_secs = $4, hosts = $5, certificates = $6, counters = $7, rejection = $8,
+                hosts_missing_certificate = $9
          WHERE id = $1",
         id.as_uuid(),
         h.applied_version,
@@ -103,7 +106,8 @@ pub async fn record_heartbeat(
         h.hosts,
         h.certificates,
         h.counters,
-        h.rejection
+        h.rejection,
+        &h.hosts_missing_certificate
     )
     .execute(db)
     .await?;

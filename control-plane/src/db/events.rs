@@ -32,10 +32,10 @@ pub enum EventType {
     WebhookTest,
     #[serde(rename = "webhook_endpoint.disabled")]
     WebhookEndpointDisabled,
-    /// Reserved for health checks (not emitted yet).
+    /// A repair run about the domain told the tenant it is degraded.
     #[serde(rename = "health.degraded")]
     HealthDegraded,
-    /// Reserved for health checks (not emitted yet).
+    /// That run closed: the check passes again.
     #[serde(rename = "health.recovered")]
     HealthRecovered,
 }

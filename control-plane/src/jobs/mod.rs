@@ -9,7 +9,9 @@
 //! - [`webhooks`]: the webhook dispatcher and the `deliver_webhook` worker.
 
 pub mod dns_check;
+pub mod health;
 pub mod issuance;
+pub mod repair;
 pub mod scheduler;
 pub mod webhooks;
 
@@ -28,6 +30,8 @@ pub struct JobContext {
     pub webhooks: crate::webhooks::Webhooks,
     /// Pages ops (the escalation ladders' last step).
     pub alerts: crate::alerts::Alerts,
+    /// The machines repairs may restart and replace; `None`: those rungs are skipped.
+    pub infra: Option<Arc<dyn crate::infra::Infra>>,
 }
 
 /// Runs the workers and the scheduler until `stop` is cancelled.
@@ -35,9 +39,13 @@ pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(issuance::start(ctx.clone(), stop.clone()));
     let worker = tokio::spawn(dns_check::worker(ctx.clone(), stop.clone()));
     let webhooks = tokio::spawn(webhooks::run(ctx.clone(), stop.clone()));
+    let health = tokio::spawn(health::run(ctx.clone(), stop.clone()));
+    let repair = tokio::spawn(repair::worker(ctx.clone(), stop.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx, stop));
     worker.await??;
     scheduler.await?;
     webhooks.await??;
+    health.await??;
+    repair.await??;
     Ok(())
 }

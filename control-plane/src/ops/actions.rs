@@ -6,6 +6,7 @@
 use super::OpsState;
 use super::error::OpsError;
 use super::session::{Session, check_post};
+use crate::health::operator::{self, OperatorError};
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -55,15 +56,27 @@ pub async fn run_action(
     Ok(Redirect::to(safe_back(&form.back)))
 }
 
-/// Who the run's history names as having acted.
-const BY: &str = "operator:dashboard";
-
+/// The same functions as `POST /v1/ops/repairs/{id}/*` (they record the
+/// operator as who started a retried or resumed step).
 async fn apply(state: &OpsState, run: Uuid, action: Action) -> Result<(), OpsError> {
-    let _ = (state, run, action, BY);
-    Err(OpsError::Internal(
-        "operator actions arrive with the health module (crate::health::operator)".into(),
-    ))
+    let pool = &state.app.pool;
+    let done = match action {
+        Action::Pause => operator::pause(pool, run).await,
+        Action::Resume => operator::resume(pool, run).await,
+        Action::Retry => operator::retry(pool, run).await,
+        Action::Close => operator::close(pool, &state.app.alerts, run, CLOSE_NOTE).await,
+    };
+    match done {
+        Ok(_) => Ok(()),
+        Err(OperatorError::NotFound(_)) => Err(OpsError::NotFound("repair run")),
+        Err(OperatorError::Closed) => Err(OpsError::Conflict("the repair run is closed".into())),
+        Err(OperatorError::Db(e)) => Err(OpsError::Db(e)),
+        Err(OperatorError::Other(e)) => Err(OpsError::Internal(format!("{e:#}"))),
+    }
 }
+
+/// The run's outcome note and the resolution email say who closed it.
+const CLOSE_NOTE: &str = "closed by an operator from the ops dashboard";
 
 /// Only a path inside the dashboard: never another site.
 fn safe_back(back: &str) -> &str {

@@ -82,7 +82,7 @@ pub async fn domain(
         .ok_or(OpsError::NotFound("domain"))?;
     let health = db::dashboard::health(pool, "domain", id).await?;
     let traffic = db::dashboard::domain_traffic(pool, id, CHART_SECS).await?;
-    let (runs, steps) = history(&state, "domain", id).await?;
+    let (runs, steps) = history(&state, id).await?;
     let back = format!("/ops/domains/{id}");
     let body = html! {
         div.grid {
@@ -144,7 +144,7 @@ pub async fn edge(
     let current = db::config::state(pool).await?.version;
     let health = db::dashboard::health(pool, "edge", id).await?;
     let traffic = db::dashboard::edge_traffic(pool, id, CHART_SECS).await?;
-    let (runs, steps) = history(&state, "edge", id).await?;
+    let (runs, steps) = history(&state, id).await?;
     let name = e.name.clone();
     let stale_after = state.app.settings.config.edge_stale_after;
     let v = crate::api::edges::EdgeView::new(e, current, stale_after);
@@ -272,7 +272,7 @@ pub async fn repairs(
     let pool = &state.app.pool;
     let runs = db::dashboard::runs(pool, &filter, LIST_LIMIT * 2).await?;
     let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
-    let steps = db::dashboard::steps(pool, &ids).await?;
+    let steps = db::repairs::steps_of(pool, &ids).await?;
     let query: String = raw
         .unwrap_or_default()
         .split('&')
@@ -332,24 +332,26 @@ fn respond(q: FragmentQuery, title: &str, session: &Session, section: Markup) ->
     }
 }
 
+/// The subject's runs (newest first, 50 at most) and their steps.
 async fn history(
     state: &OpsState,
-    kind: &str,
     id: Uuid,
-) -> Result<
-    (
-        Vec<db::dashboard::RunRecord>,
-        Vec<db::dashboard::StepRecord>,
-    ),
-    OpsError,
-> {
-    let runs = db::dashboard::subject_runs(&state.app.pool, kind, id).await?;
+) -> Result<(Vec<db::repairs::RunRecord>, Vec<db::repairs::StepRecord>), OpsError> {
+    let filter = db::repairs::RunFilter {
+        status: None,
+        kind: None,
+        subject_id: Some(id),
+        tenant_id: None,
+        before: None,
+        limit: LIST_LIMIT,
+    };
+    let runs = db::repairs::list(&state.app.pool, &filter).await?;
     let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
-    let steps = db::dashboard::steps(&state.app.pool, &ids).await?;
+    let steps = db::repairs::steps_of(&state.app.pool, &ids).await?;
     Ok((runs, steps))
 }
 
-fn health_table(rows: &[db::dashboard::HealthRecord]) -> Markup {
+fn health_table(rows: &[db::health::HealthState]) -> Markup {
     html! {
         h2 { "Checks" }
         @if rows.is_empty() {

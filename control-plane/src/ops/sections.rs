@@ -212,7 +212,7 @@ async fn runs(state: &OpsState, csrf: &str) -> Result<Markup, OpsError> {
     let pool = &state.app.pool;
     let runs = db::dashboard::open_runs(pool).await?;
     let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.id).collect();
-    let steps = db::dashboard::steps(pool, &ids).await?;
+    let steps = db::repairs::steps_of(pool, &ids).await?;
     let body = view::runs(&runs, &steps, csrf, "/ops");
     Ok(live_section(
         "runs",

@@ -6,7 +6,7 @@
 //! renders it again) and `data-topics` (the [`super::live::Topics`] names
 //! it shows); `live.js` swaps it when a `changed` event names one of them.
 
-use crate::db::dashboard::{RunRecord, StepRecord};
+use crate::db::repairs::{RunRecord, StepRecord};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};

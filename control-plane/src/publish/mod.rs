@@ -19,7 +19,7 @@ use crate::settings::Settings;
 use bytes::Bytes;
 use sqlx::PgPool;
 use std::sync::Arc;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, broadcast, watch};
 
 /// Per-replica publication state, shared by every edge stream.
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct Publisher {
     pub settings: Arc<Settings>,
     /// Newest config version this replica knows of.
     pub latest: watch::Receiver<u64>,
+    /// Names of edges asked to take a full snapshot (a repair's resync).
+    pub resync: broadcast::Sender<String>,
     /// The last delta computed, reused by edges asking for the same range.
     cache: Arc<Mutex<Option<CachedDelta>>>,
 }
@@ -39,11 +41,17 @@ struct CachedDelta {
 }
 
 impl Publisher {
-    pub fn new(pool: PgPool, settings: Arc<Settings>, latest: watch::Receiver<u64>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        settings: Arc<Settings>,
+        latest: watch::Receiver<u64>,
+        resync: broadcast::Sender<String>,
+    ) -> Self {
         Publisher {
             pool,
             settings,
             latest,
+            resync,
             cache: Arc::new(Mutex::new(None)),
         }
     }

@@ -15,7 +15,7 @@ pub const BUFFER: usize = 16;
 /// Serves one edge until it disconnects or the database fails (the edge
 /// then reconnects with backoff and keeps serving what it has).
 pub async fn run(p: Publisher, edge: String, since: Option<u64>, out: mpsc::Sender<Bytes>) {
-    match serve(&p, since, &out).await {
+    match serve(&p, &edge, since, &out).await {
         Ok(()) | Err(FrameError::Closed) => tracing::debug!(%edge, "config stream closed"),
         Err(e) => tracing::warn!(%edge, error = %e, "config stream ended"),
     }
@@ -23,11 +23,22 @@ pub async fn run(p: Publisher, edge: String, since: Option<u64>, out: mpsc::Send
 
 async fn serve(
     p: &Publisher,
+    edge: &str,
     since: Option<u64>,
     out: &mpsc::Sender<Bytes>,
 ) -> Result<(), FrameError> {
     let mut latest = p.latest.clone();
     latest.borrow_and_update();
+    let mut resync = p.resync.subscribe();
+    // A resync asked for while the edge was away: honour it now.
+    let since = match crate::db::health::take_resync(&p.pool, edge).await {
+        Ok(true) => {
+            tracing::info!(%edge, "resync requested: sending a full snapshot");
+            None
+        }
+        Ok(false) => since,
+        Err(e) => return Err(e.into()),
+    };
     let mut have = match since {
         Some(v) => v,
         None => frames::snapshot(&p.pool, &p.settings, out).await?,
@@ -46,6 +57,18 @@ async fn serve(
             }
             _ = tokio::time::sleep(p.settings.config.keepalive) => {
                 out.send(keepalive.clone()).await.map_err(|_| FrameError::Closed)?;
+            }
+            name = resync.recv() => {
+                let wanted = match name {
+                    Ok(name) => name == edge,
+                    // Missed some: check this edge's row.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                };
+                if wanted && crate::db::health::take_resync(&p.pool, edge).await? {
+                    tracing::info!(%edge, "resync requested: sending a full snapshot");
+                    have = frames::snapshot(&p.pool, &p.settings, out).await?;
+                }
             }
             _ = out.closed() => return Err(FrameError::Closed),
         }

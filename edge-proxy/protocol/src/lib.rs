@@ -47,7 +47,9 @@ pub use config::{
     Redirect, Snapshot, SnapshotBegin, SnapshotChunk, SnapshotEnd,
 };
 pub use delta::{ChallengeId, Change, Delta};
-pub use telemetry::{CertificateRequest, Heartbeat, Rejection, Report, StatsWindow};
+pub use telemetry::{
+    CertificateRequest, Heartbeat, MAX_HOSTS_MISSING_CERTIFICATE, Rejection, Report, StatsWindow,
+};
 
 /// The protocol version this crate speaks; carried as `v` in every frame.
 pub const PROTOCOL_VERSION: u32 = 1;

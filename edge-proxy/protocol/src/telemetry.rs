@@ -34,7 +34,15 @@ pub struct Heartbeat {
     /// later one since.
     #[serde(default)]
     pub rejection: Option<Rejection>,
+    /// Configured hosts no certificate in the table covers, sorted, at most
+    /// [`MAX_HOSTS_MISSING_CERTIFICATE`] (the count of all of them is the
+    /// `hosts_missing_certificate` counter).
+    #[serde(default)]
+    pub hosts_missing_certificate: Vec<String>,
 }
+
+/// The most hosts a [`Heartbeat`] lists as missing a certificate.
+pub const MAX_HOSTS_MISSING_CERTIFICATE: usize = 100;
 
 /// A snapshot or delta the edge validated and refused; it kept its table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,6 +195,7 @@ fn heartbeat() -> Heartbeat {
             reason: "private key does not match the certificate".into(),
             at_unix: 1_767_225_600,
         }),
+        hosts_missing_certificate: vec!["new.example.com".into()],
     }
 }
 

@@ -8,7 +8,7 @@ use super::ClientSettings;
 use crate::state::Edge;
 use crate::table::RoutingTable;
 use pingora::server::ShutdownWatch;
-use portico_protocol::{Heartbeat, PROTOCOL_VERSION, Rejection};
+use portico_protocol::{Heartbeat, MAX_HOSTS_MISSING_CERTIFICATE, PROTOCOL_VERSION, Rejection};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub fn build(
     rejection: Option<Rejection>,
 ) -> Heartbeat {
     let applied_version = table.version();
+    let (hosts_missing_certificate, _) =
+        table.hosts_without_certificate(MAX_HOSTS_MISSING_CERTIFICATE);
     Heartbeat {
         v: PROTOCOL_VERSION,
         edge_id: edge_id.to_owned(),
@@ -36,6 +38,7 @@ pub fn build(
         hosts: u64::try_from(table.host_count()).unwrap_or(u64::MAX),
         certificates: u64::try_from(table.certificate_count()).unwrap_or(u64::MAX),
         rejection: rejection.filter(|r| r.version > applied_version),
+        hosts_missing_certificate,
     }
 }
 
@@ -61,6 +64,10 @@ pub fn counters(edge: &Edge, table: &RoutingTable) -> BTreeMap<String, u64> {
             m.snapshots_applied.get(),
         ),
         ("deltas_applied_total".to_owned(), m.deltas_applied.get()),
+        (
+            "hosts_missing_certificate".to_owned(),
+            u64::try_from(table.hosts_without_certificate(0).1).unwrap_or(u64::MAX),
+        ),
     ])
 }
 

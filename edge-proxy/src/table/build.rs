@@ -91,6 +91,20 @@ pub(super) fn with_certificate(
     Ok(next)
 }
 
+/// `old` without the certificates named `names`, at the same version (the
+/// edge's test hook; see `admin.rs`).
+pub(super) fn without_certificates(
+    old: &RoutingTable,
+    names: &[String],
+) -> Result<RoutingTable, TableError> {
+    let mut next = old.clone();
+    next.apply_change(&Change::RemoveCertificate {
+        names: names.to_vec(),
+    })?;
+    next.finish();
+    Ok(next)
+}
+
 impl RoutingTable {
     fn apply_change(&mut self, change: &Change) -> Result<(), TableError> {
         match change {
