@@ -162,6 +162,18 @@ impl Browser {
         Ok(())
     }
 
+    /// Focuses the element and presses Enter (what a keyboard user does).
+    pub async fn press_enter(&self, css: &str) -> anyhow::Result<()> {
+        let el = self.find(css).await?;
+        self.session_call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            Some(json!({"text": "\u{E007}"})),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Runs `script` (a function body; `return` its result) in the page.
     pub async fn eval(&self, script: &str) -> anyhow::Result<Value> {
         self.session_call(

@@ -122,6 +122,23 @@ async fn an_operator_watches_an_edge_fail_and_the_ladder_climb_without_reloading
         "{text}"
     );
 
+    // Keyboard only: Enter on the Pause button posts its form (with the
+    // CSRF token) and comes back to the overview with the run paused.
+    b.press_enter(&format!("#pause-{run}")).await.unwrap();
+    b.wait_for(
+        20,
+        "the run to show paused",
+        &format!("return document.getElementById('run-{run}')?.dataset.status === 'paused'"),
+    )
+    .await
+    .unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM repair_runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "paused");
+
     let dir = screenshots();
     b.fit_page().await.unwrap();
     b.screenshot(&dir.join("overview.png")).await.unwrap();

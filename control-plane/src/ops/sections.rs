@@ -112,7 +112,7 @@ async fn domains(state: &OpsState) -> Result<Markup, OpsError> {
         add(&mut by_tls, &c.tls_status, c.n);
     }
     let body = html! {
-        p { strong #domain-total { (total) } " domains." }
+        p { strong #domain-total { (total) } (if total == 1 { " domain." } else { " domains." }) }
         div.grid {
             (count_table("Status", &by_status))
             (count_table("TLS", &by_tls))
