@@ -123,16 +123,17 @@ pub struct QueueStats {
 }
 
 /// Per-queue job counts from apalis's table; finished jobs are not counted.
+/// Pending includes `Queued` (claimed by a worker's buffer, not started).
 pub async fn queues(db: impl PgExecutor<'_>) -> Result<Vec<QueueStats>, sqlx::Error> {
     sqlx::query_as!(
         QueueStats,
         r#"SELECT job_type AS "queue!",
-                  count(*) FILTER (WHERE status = 'Pending') AS "pending!",
+                  count(*) FILTER (WHERE status IN ('Pending', 'Queued')) AS "pending!",
                   count(*) FILTER (WHERE status = 'Running') AS "running!",
                   count(*) FILTER (WHERE status IN ('Failed', 'Killed')) AS "failed!",
-                  EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE status = 'Pending' AND run_at <= now()))::float8
+                  EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE status IN ('Pending', 'Queued') AND run_at <= now()))::float8
                       AS oldest_pending_secs
-           FROM apalis.jobs WHERE status IN ('Pending', 'Running', 'Failed', 'Killed')
+           FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running', 'Failed', 'Killed')
            GROUP BY job_type ORDER BY job_type LIMIT 100"#
     )
     .fetch_all(db)
