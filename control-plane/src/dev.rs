@@ -69,6 +69,11 @@ fn dev_settings(dev_dir: &Path, dns: Option<SocketAddr>) -> anyhow::Result<Setti
         ("PORTICO_DNS_TIMEOUT_MS", "1500"),
         ("PORTICO_DNS_NAMESERVERS", nameserver.as_str()),
         ("PORTICO_SCHEDULER_TICK_SECS", "2"),
+        // Kill the edge and watch the ladder restart it within seconds.
+        ("PORTICO_HEALTH_TICK_MS", "1000"),
+        ("PORTICO_HEALTH_EDGE_INTERVAL_MS", "2000"),
+        ("PORTICO_HEALTH_HOST_INTERVAL_MS", "10000"),
+        ("PORTICO_REPAIR_TIME_SCALE", "0.2"),
         ("PORTICO_OPERATOR_TOKEN", operator_token.as_str()),
         ("PORTICO_ISSUER", "dev"),
         ("PORTICO_DEV_CA_DIR", ca_dir.as_str()),
@@ -228,6 +233,7 @@ async fn dev(
             upstream: upstream.addr,
             dns: dns.as_ref().map(DevDns::addr),
             certificates: &certificates,
+            edge_pid: local.pid(&edge.id).await?,
         });
         watch_dev_edge(&local, &edge.id, &shutdown).await;
         anyhow::Ok(())
@@ -373,6 +379,8 @@ struct DevInstructions<'a> {
     /// The dev DNS server, unless `PORTICO_DNS_NAMESERVERS` is set.
     dns: Option<SocketAddr>,
     certificates: &'a CertificateSource,
+    /// The edge's process id, for the self-repair demo.
+    edge_pid: Option<u32>,
 }
 
 fn print_dev_instructions(i: &DevInstructions<'_>) {
@@ -429,6 +437,17 @@ fn print_dev_instructions(i: &DevInstructions<'_>) {
             println!("  curl -sS {base}/v1/ops/edges -H 'Authorization: Bearer {op}'");
         }
         None => println!("Operator endpoints (/v1/ops/edges) need PORTICO_OPERATOR_TOKEN."),
+    }
+    println!();
+    println!("Watch self-repair: open the ops dashboard, {base}/ops (log in with the operator");
+    println!("token above), then kill the edge; within seconds its row turns unhealthy, the");
+    println!("repair ladder restarts it through the local infra adapter and the run closes:");
+    match i.edge_pid {
+        Some(pid) => println!("  kill -9 {pid}"),
+        None => println!("  kill -9 <the edge's pid>"),
+    }
+    if let Some(op) = i.operator_token {
+        println!("  curl -sS {base}/v1/ops/repairs -H 'Authorization: Bearer {op}'");
     }
     println!("Receive signed webhooks on this machine (dev mode allows http and local targets):");
     println!("  curl -sS -X POST {base}/v1/webhook-endpoints -H 'Authorization: Bearer {key}' \\");

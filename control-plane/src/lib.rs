@@ -11,7 +11,9 @@
 //! it to the pure status machine in [`domain_status`], whose transition is
 //! stored together with its event. [`webhooks`] turns outbox events into
 //! signed deliveries to the tenants' endpoints. [`alerts`] pages operators
-//! by email and keeps the alert rows the ops API lists.
+//! by email and keeps the alert rows the ops API lists. Edges' traffic
+//! reports are checked by [`traffic`], queued as `ingest_report` jobs and
+//! stored as windows that [`db::traffic`] sums for health and dashboards.
 //!
 //! [`settings`] turns raw environment variables (and an optional TOML file)
 //! into typed, validated settings; [`app`] wires everything into a running
@@ -38,5 +40,6 @@ pub mod secret;
 pub mod settings;
 pub mod target;
 pub mod telemetry;
+pub mod traffic;
 pub mod verification;
 pub mod webhooks;

@@ -19,12 +19,14 @@ mod certificates;
 mod fly;
 mod health;
 mod ops;
+mod traffic;
 mod webhooks;
 pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use certificates::{AcmeFallback, CertificateSettings, IssuerSetting};
 pub use fly::FlySettings;
 pub use health::{HealthSettings, InfraSetting};
 pub use ops::OpsSettings;
+pub use traffic::TrafficSettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub struct Settings {
     pub config: ConfigSettings,
     pub certificates: CertificateSettings,
     pub webhooks: WebhookSettings,
+    /// Traffic reports from edges: retention, pruning, ingestion.
+    pub traffic: TrafficSettings,
     /// The Fly Machines infra adapter; `None` without `PORTICO_FLY_APP`.
     pub fly: Option<FlySettings>,
     pub alerts: AlertSettings,
@@ -209,6 +213,7 @@ impl Settings {
             },
             certificates: certificates::certificate_settings(raw)?,
             webhooks: webhooks::webhook_settings(raw)?,
+            traffic: traffic::traffic_settings(raw)?,
             fly: fly::fly_settings(raw)?,
             alerts: alerts::alert_settings(raw, listen)?,
             health: health::health_settings(raw)?,

@@ -2,7 +2,7 @@
 //! edge's table in step with the control plane, and tells the control plane
 //! what the edge serves.
 //!
-//! Three loops run side by side until shutdown:
+//! Four loops run side by side until shutdown:
 //!
 //! - **stream** (`client/stream.rs`): `GET /internal/v1/edge/config?since=V`
 //!   (no `since` before the first config), NDJSON frames applied as they
@@ -12,6 +12,8 @@
 //!   disconnected; a refused config keeps the current table.
 //! - **heartbeat** ([`heartbeat`]): every interval and right after each
 //!   apply or rejection.
+//! - **reports** ([`reports`]): per-host traffic windows, folded from the
+//!   request path's events and POSTed every `report_interval`.
 //! - **persist** ([`persist`]): the table, written back as a snapshot to the
 //!   data dir at most once per interval, and at shutdown.
 
@@ -25,6 +27,8 @@ pub mod heartbeat;
 pub mod lines;
 #[path = "client/persist.rs"]
 pub mod persist;
+#[path = "client/reports.rs"]
+pub mod reports;
 #[path = "client/stream.rs"]
 mod stream;
 
@@ -50,6 +54,8 @@ pub struct ClientSettings {
     pub name: String,
     pub heartbeat_interval: Duration,
     pub persist_interval: Duration,
+    /// How often closed traffic windows are POSTed.
+    pub report_interval: Duration,
     /// No bytes for this long (the server sends keep-alives every ~15 s):
     /// reconnect.
     pub idle_timeout: Duration,
@@ -69,6 +75,7 @@ impl ClientSettings {
             name: cp.name.clone(),
             heartbeat_interval: cp.heartbeat_interval,
             persist_interval: cp.persist_interval,
+            report_interval: cp.report_interval,
             idle_timeout: Duration::from_secs(45),
             backoff: BackoffPolicy::default(),
             limits: Limits::default(),
@@ -100,12 +107,13 @@ impl ConfigClient {
         })
     }
 
-    /// Runs the stream, heartbeat and persist loops until `shutdown`.
+    /// Runs the stream, heartbeat, reports and persist loops until `shutdown`.
     pub async fn run(&self, shutdown: ShutdownWatch) {
         tracing::info!(control_plane = %self.settings.url, "config client starting");
         tokio::join!(
             self.follow_stream(shutdown.clone()),
             heartbeat::run(&self.edge, &self.http, &self.settings, shutdown.clone()),
+            reports::run(&self.edge, &self.http, &self.settings, shutdown.clone()),
             persist::run(&self.edge, self.settings.persist_interval, shutdown),
         );
     }

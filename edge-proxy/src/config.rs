@@ -59,6 +59,9 @@ pub struct Cli {
     /// PEM file of CAs trusted for an https:// control plane, besides the system's.
     #[arg(long, env = "PORTICO_EDGE_CONTROL_PLANE_CA_FILE")]
     pub control_plane_ca_file: Option<PathBuf>,
+    /// How often traffic reports are sent, ms (default 10000).
+    #[arg(long, env = "PORTICO_EDGE_REPORT_INTERVAL_MS")]
+    pub report_interval_ms: Option<u64>,
 }
 
 /// The TOML file's shape: the same settings, all optional.
@@ -81,6 +84,7 @@ struct FileConfig {
     control_plane_ca_file: Option<PathBuf>,
     heartbeat_interval_ms: Option<u64>,
     persist_interval_ms: Option<u64>,
+    report_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +116,7 @@ pub struct ControlPlane {
     pub ca_file: Option<PathBuf>,
     pub heartbeat_interval: Duration,
     pub persist_interval: Duration,
+    pub report_interval: Duration,
 }
 
 /// A bearer token. `Debug` and `Display` print `[redacted]`; only
@@ -277,6 +282,12 @@ fn control_plane(cli: &Cli, file: &FileConfig) -> anyhow::Result<Option<ControlP
             100,
         )?,
         persist_interval: interval("persist_interval_ms", file.persist_interval_ms, 1_000, 10)?,
+        report_interval: interval(
+            "report_interval_ms",
+            cli.report_interval_ms.or(file.report_interval_ms),
+            10_000,
+            100,
+        )?,
     }))
 }
 
@@ -378,6 +389,7 @@ mod tests {
         assert_eq!(cp.name, "fra-1");
         assert_eq!(cp.heartbeat_interval, Duration::from_millis(10_000));
         assert_eq!(cp.persist_interval, Duration::from_millis(1_000));
+        assert_eq!(cp.report_interval, Duration::from_millis(10_000));
         let (url, token) = c.on_demand_source().unwrap();
         assert_eq!(
             url,
@@ -421,7 +433,7 @@ mod tests {
             "edge.toml",
             &format!(
                 "control_plane = \"http://cp\"\ntoken_file = {:?}\nheartbeat_interval_ms = 250\n\
-                 persist_interval_ms = 50\nname = \"ams-1\"\n",
+                 persist_interval_ms = 50\nreport_interval_ms = 500\nname = \"ams-1\"\n",
                 file.display().to_string()
             ),
         );
@@ -430,6 +442,7 @@ mod tests {
         assert_eq!(cp.token.expose(), "pte_from_file");
         assert_eq!(cp.heartbeat_interval, Duration::from_millis(250));
         assert_eq!(cp.persist_interval, Duration::from_millis(50));
+        assert_eq!(cp.report_interval, Duration::from_millis(500));
         assert_eq!(cp.name, "ams-1");
         let f = file.to_str().unwrap();
         let c = config(&["--control-plane", "http://cp", "--token-file", f]).unwrap();

@@ -17,7 +17,9 @@
 //! thin pingora hooks in [`proxy`], which ask [`routing`] what to do
 //! (challenge answer, 421, redirect, branded page, proxy) and [`upstream`]
 //! which target to use. [`admin`] serves health and [`metrics`]; [`reload`]
-//! re-reads the snapshot file on SIGHUP.
+//! re-reads the snapshot file on SIGHUP. The hooks also count each request in
+//! per-host 10-second windows ([`traffic`], a bounded queue that drops and
+//! counts), which [`client`] ships to the control plane as reports.
 
 pub mod admin;
 pub mod challenge_fetch;
@@ -35,4 +37,5 @@ pub mod state;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod traffic;
 pub mod upstream;

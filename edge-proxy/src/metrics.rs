@@ -21,7 +21,16 @@ pub struct Metrics {
     pub certificates: IntGauge,
     pub rejected_configs: IntCounter,
     pub upstream_connect_failures: IntCounter,
+    /// Closed traffic windows dropped because the outbound buffer was full
+    /// (or the control plane refused them as invalid).
     pub dropped_reports: IntCounter,
+    /// Traffic events dropped because the event queue was full.
+    pub report_events_dropped: IntCounter,
+    /// Report POSTs the control plane accepted, and the windows in them.
+    pub reports_sent: IntCounter,
+    pub report_windows_sent: IntCounter,
+    /// Report POSTs that failed or got a non-2xx answer.
+    pub report_failures: IntCounter,
     /// 1 while the config stream is connected (answered 200), else 0.
     pub stream_connected: IntGauge,
     /// Config stream connections that ended and were retried.
@@ -93,7 +102,23 @@ impl Metrics {
             )?,
             dropped_reports: counter(
                 "dropped_reports_total",
-                "Report items dropped because the queue was full",
+                "Traffic windows dropped because the report buffer was full or the control plane refused them",
+            )?,
+            report_events_dropped: counter(
+                "report_events_dropped_total",
+                "Traffic events dropped because the event queue was full",
+            )?,
+            reports_sent: counter(
+                "reports_sent_total",
+                "Traffic reports the control plane accepted",
+            )?,
+            report_windows_sent: counter(
+                "report_windows_sent_total",
+                "Traffic windows in reports the control plane accepted",
+            )?,
+            report_failures: counter(
+                "report_failures_total",
+                "Traffic report POSTs that failed or got a non-2xx answer",
             )?,
             stream_connected: gauge(
                 "config_stream_connected",

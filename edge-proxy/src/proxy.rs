@@ -7,6 +7,7 @@ use crate::routing::{self, Decision, RequestFacts};
 use crate::state::Edge;
 use crate::table::Route;
 use crate::tls::Sni;
+use crate::traffic::{self, Event, EventKind};
 use crate::upstream::{self, Upstreams};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct EdgeProxy {
     pub edge: Arc<Edge>,
@@ -39,6 +40,10 @@ pub struct Ctx {
     /// counted as they stream).
     body_bytes: u64,
     body_limit: u64,
+    /// When the request header arrived (for the traffic windows' latency).
+    started: Option<Instant>,
+    /// Upstream connect attempts that failed for this request.
+    connect_failures: u32,
 }
 
 #[async_trait]
@@ -48,6 +53,7 @@ impl ProxyHttp for EdgeProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             host_class: "unknown",
+            started: Some(Instant::now()),
             ..Ctx::default()
         }
     }
@@ -178,6 +184,7 @@ impl ProxyHttp for EdgeProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.edge.metrics.upstream_connect_failures.inc();
+        ctx.connect_failures = ctx.connect_failures.saturating_add(1);
         if let (Some(route), Some(i)) = (&ctx.route, ctx.current) {
             self.upstreams.mark_down(&route.targets[i]);
             let more = ctx.tried.len() < route.targets.len();
@@ -285,6 +292,32 @@ impl ProxyHttp for EdgeProxy {
             .requests
             .with_label_values(&[ctx.host_class, class])
             .inc();
+        self.record_traffic(status, ctx);
+    }
+}
+
+impl EdgeProxy {
+    /// Counts the request in its configured host's traffic window (hosts
+    /// the table does not know are not counted there).
+    fn record_traffic(&self, status: u16, ctx: &Ctx) {
+        let route = match &ctx.route {
+            Some(route) => route.clone(),
+            None => match self.edge.table().route(&ctx.incoming_host).route() {
+                Some(route) => route.clone(),
+                None => return,
+            },
+        };
+        let latency = ctx.started.map_or(Duration::ZERO, |t| t.elapsed());
+        let event = Event {
+            route,
+            at_unix: traffic::unix_now(),
+            kind: EventKind::Request {
+                status,
+                latency_ms: u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
+                connect_failures: ctx.connect_failures,
+            },
+        };
+        self.edge.traffic.record(event, &self.edge.metrics);
     }
 }
 

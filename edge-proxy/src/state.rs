@@ -3,7 +3,8 @@
 //! store it in one atomic step), the metrics, the local snapshot store, and
 //! what the config client reports back: whether the table changed since it
 //! was last persisted, the last refused config, and a wake-up for the
-//! heartbeat after every apply or rejection.
+//! heartbeat after every apply or rejection. It also holds the traffic
+//! recorder ([`Traffic`]) the request path feeds.
 //!
 //! Writers (snapshot installs, deltas, on-demand certificates) take one
 //! lock, so a delta and an on-demand certificate landing at the same moment
@@ -12,6 +13,7 @@
 use crate::metrics::Metrics;
 use crate::store::SnapshotStore;
 use crate::table::{RoutingTable, TableError};
+use crate::traffic::Traffic;
 use arc_swap::ArcSwap;
 use portico_protocol::{CertificateBundle, ConfigVersion, Delta, Rejection, Snapshot};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,8 @@ pub struct Edge {
     table: ArcSwap<RoutingTable>,
     ready: AtomicBool,
     pub metrics: Metrics,
+    /// Per-host traffic windows for the control plane's reports.
+    pub traffic: Traffic,
     store: SnapshotStore,
     /// Held while a writer reads the current table and stores the next.
     writer: Mutex<()>,
@@ -50,6 +54,7 @@ impl Edge {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             ready: AtomicBool::new(false),
             metrics,
+            traffic: Traffic::default(),
             store,
             writer: Mutex::new(()),
             dirty: AtomicBool::new(false),

@@ -10,6 +10,7 @@ use crate::challenge_fetch::ChallengeFetch;
 use crate::on_demand::OnDemand;
 use crate::state::Edge;
 use crate::table::HostKnowledge;
+use crate::traffic::{self, Event, EventKind};
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -107,9 +108,13 @@ impl pingora::listeners::PreTlsProcess for Gate {
                 HostKnowledge::HasCertificate => "known",
                 HostKnowledge::OnDemand => {
                     self.on_demand.ensure(&self.edge, &sni).await;
+                    self.count_if_no_certificate(&sni);
                     "on_demand"
                 }
-                HostKnowledge::KnownNoCertificate => "known_no_certificate",
+                HostKnowledge::KnownNoCertificate => {
+                    self.count_if_no_certificate(&sni);
+                    "known_no_certificate"
+                }
                 HostKnowledge::Unknown => "unknown",
             },
         };
@@ -119,6 +124,29 @@ impl pingora::listeners::PreTlsProcess for Gate {
             .with_label_values(&[outcome])
             .inc();
         Ok(())
+    }
+}
+
+impl Gate {
+    /// A handshake for a configured host the edge has no certificate for
+    /// (none configured, or on-demand issuance did not deliver one in
+    /// time) cannot succeed: the default certificate, if any, does not
+    /// name the host. Counted in the host's traffic window (best effort:
+    /// handshakes that fail later, e.g. a client refusing the certificate
+    /// or a protocol error, are not seen here).
+    fn count_if_no_certificate(&self, sni: &str) {
+        let table = self.edge.table();
+        if table.certificate(sni).is_some() {
+            return;
+        }
+        if let Some(route) = table.route(sni).route() {
+            let event = Event {
+                route: route.clone(),
+                at_unix: traffic::unix_now(),
+                kind: EventKind::TlsHandshakeFailure,
+            };
+            self.edge.traffic.record(event, &self.edge.metrics);
+        }
     }
 }
 

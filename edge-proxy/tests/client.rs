@@ -87,6 +87,7 @@ fn settings(url: &str) -> anyhow::Result<ClientSettings> {
         name: "test-edge".into(),
         heartbeat_interval: Duration::from_millis(200),
         persist_interval: Duration::from_millis(20),
+        report_interval: Duration::from_millis(200),
         idle_timeout: Duration::from_secs(30),
         backoff: BackoffPolicy {
             initial: Duration::from_millis(5),

@@ -198,6 +198,12 @@ impl ControlPlane {
         format!("http://{}", self.addr)
     }
 
+    /// Sets (or replaces) a variable for the next [`ControlPlane::restart`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// (Re)starts the process on the same port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

@@ -195,6 +195,7 @@ async fn openapi_lists_every_route_with_its_errors() -> anyhow::Result<()> {
         ("/v1/domains/{id}/repairs", "get"),
         ("/internal/v1/edge/config", "get"),
         ("/internal/v1/edge/heartbeat", "post"),
+        ("/internal/v1/edge/reports", "post"),
         ("/internal/v1/edge/certificates/request", "post"),
         ("/internal/v1/edge/challenges/{kind}/{key}", "get"),
         ("/v1/api-keys", "post"),

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod certificates;
 pub mod domain_input;
 pub mod domains;
+pub mod edge_reports;
 pub mod edges;
 pub mod error;
 pub mod events;
@@ -44,6 +45,8 @@ pub const BATCH_BODY_LIMIT: usize = 2 * 1024 * 1024;
 pub fn body_limit_for(path: &str) -> usize {
     if path.ends_with(":batch") {
         BATCH_BODY_LIMIT
+    } else if path == edge_reports::PATH {
+        edge_reports::BODY_LIMIT
     } else {
         BODY_LIMIT
     }
@@ -138,6 +141,7 @@ pub fn router(state: AppState) -> axum::Router {
         .merge(v1)
         .routes(routes!(edges::config))
         .routes(routes!(edges::heartbeat))
+        .routes(routes!(edge_reports::report))
         .routes(routes!(edges::request_certificate))
         .routes(routes!(edges::challenge))
         .routes(routes!(healthz))
@@ -149,7 +153,9 @@ pub fn router(state: AppState) -> axum::Router {
     v1.merge(crate::ops::router(state.clone()))
         .layer(axum::Extension(doc))
         .fallback(|| async { ApiError::NotFound("route") })
-        .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(
+            BATCH_BODY_LIMIT.max(edge_reports::BODY_LIMIT),
+        ))
         .layer(axum::middleware::from_fn(limit_body))
         .layer(axum::middleware::from_fn(crate::telemetry::request_id))
         .with_state(state)

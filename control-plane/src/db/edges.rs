@@ -126,3 +126,29 @@ pub async fn behind(db: &PgPool, version: i64, fresh_secs: f64) -> Result<i64, s
     .fetch_one(db)
     .await
 }
+
+/// Records the drop counts an edge's last traffic report carried in its
+/// `counters` (`report_windows_dropped`, `report_events_dropped`; the
+/// edge's heartbeats carry them too, so a heartbeat keeps them). Unchanged
+/// counts (the usual case) write nothing, so a report does not wake the
+/// dashboards through the `edges` trigger.
+pub async fn record_report_drops(
+    db: impl PgExecutor<'_>,
+    id: uuid::Uuid,
+    windows_dropped: i64,
+    events_dropped: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE edges SET counters = counters || jsonb_build_object(
+             'report_windows_dropped', $2::bigint, 'report_events_dropped', $3::bigint)
+         WHERE id = $1
+           AND (counters->'report_windows_dropped' IS DISTINCT FROM to_jsonb($2::bigint)
+                OR counters->'report_events_dropped' IS DISTINCT FROM to_jsonb($3::bigint))",
+        id,
+        windows_dropped,
+        events_dropped
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ pub mod orders;
 pub mod published;
 pub mod repairs;
 pub mod tenants;
+pub mod traffic;
 pub mod webhook_messages;
 pub mod webhooks;
 

@@ -50,16 +50,13 @@ pub async fn check_edge(ctx: &JobContext, id: Uuid) -> anyhow::Result<Option<boo
         Utc::now(),
     );
     let passed = check.passed;
-    record(
-        ctx,
-        "edge",
+    let subject = Subject {
+        kind: "edge",
         id,
-        None,
-        &edge.name,
-        Kind::EdgeUnreachable,
-        &check,
-    )
-    .await?;
+        tenant: None,
+        name: &edge.name,
+    };
+    record(ctx, &subject, &[(Kind::EdgeUnreachable, check)]).await?;
     Ok(Some(passed))
 }
 
@@ -83,75 +80,76 @@ pub async fn check_domain(ctx: &JobContext, id: Uuid) -> anyhow::Result<Option<u
         None
     };
     let results = checks::domain(&d, probe.as_ref(), &s.health, Utc::now());
-    let mut failed = 0;
-    for (kind, check) in &results {
-        if !check.passed {
-            failed += 1;
-        }
-        record(
-            ctx,
-            "domain",
-            id,
-            Some(d.tenant_id),
-            &d.hostname,
-            *kind,
-            check,
-        )
-        .await?;
-    }
+    let failed = results.iter().filter(|(_, c)| !c.passed).count();
+    let subject = Subject {
+        kind: "domain",
+        id,
+        tenant: Some(d.tenant_id),
+        name: &d.hostname,
+    };
+    record(ctx, &subject, &results).await?;
     Ok(Some(failed))
 }
 
-/// Stores one result; opens a run when the check starts failing, closes
-/// it when the check recovers.
+/// What was checked.
+struct Subject<'a> {
+    kind: &'static str,
+    id: Uuid,
+    tenant: Option<Uuid>,
+    name: &'a str,
+}
+
+/// Stores the results of one subject in one transaction; opens a run for
+/// each check that starts failing (its first step enqueued in the same
+/// transaction) and closes the run of each that recovers.
 async fn record(
     ctx: &JobContext,
-    subject_kind: &str,
-    subject_id: Uuid,
-    tenant: Option<Uuid>,
-    name: &str,
-    kind: Kind,
-    check: &checks::Check,
+    subject: &Subject<'_>,
+    results: &[(Kind, checks::Check)],
 ) -> anyhow::Result<()> {
     let h = &ctx.settings.health;
     let mut tx = ctx.pool.begin().await?;
-    let t: Transition = db::health::record(
-        &mut *tx,
-        &CheckResult {
-            subject_kind,
-            subject_id,
-            kind: kind.as_str(),
-            passed: check.passed,
-            detail: &check.detail,
-            data: &check.data,
-        },
-        h.fail_threshold,
-        h.pass_threshold,
-    )
-    .await?;
-    if t.opened() {
-        let opened = db::repairs::open(
+    let mut recovered = Vec::new();
+    for (kind, check) in results {
+        let t: Transition = db::health::record(
             &mut *tx,
-            &db::repairs::NewRun {
-                subject_kind,
-                subject_id,
-                tenant_id: tenant,
-                subject_name: name,
+            &CheckResult {
+                subject_kind: subject.kind,
+                subject_id: subject.id,
                 kind: kind.as_str(),
-                reason: &check.detail,
+                passed: check.passed,
+                detail: &check.detail,
+                data: &check.data,
             },
+            h.fail_threshold,
+            h.pass_threshold,
         )
         .await?;
-        if let Some(run) = &opened {
+        if t.closed() {
+            recovered.push((*kind, check));
+        }
+        if !t.opened() {
+            continue;
+        }
+        let new = db::repairs::NewRun {
+            subject_kind: subject.kind,
+            subject_id: subject.id,
+            tenant_id: subject.tenant,
+            subject_name: subject.name,
+            kind: kind.as_str(),
+            reason: &check.detail,
+        };
+        if let Some(run) = db::repairs::open(&mut *tx, &new).await? {
             crate::jobs::repair::enqueue(&mut tx, run.id, 0, std::time::Duration::ZERO).await?;
-            tracing::warn!(run = %run.id, subject = name, kind = kind.as_str(), reason = %check.detail, "check failing; repair run opened");
+            tracing::warn!(run = %run.id, subject = subject.name, kind = kind.as_str(),
+                reason = %check.detail, "check failing; repair run opened");
         }
     }
     tx.commit().await?;
-    if t.closed()
-        && let Some(run) = db::repairs::find_unclosed(&ctx.pool, subject_id, kind.as_str()).await?
-    {
-        repair::close(ctx, &run, "recovered", &check.detail).await?;
+    for (kind, check) in recovered {
+        if let Some(run) = db::repairs::find_unclosed(&ctx.pool, subject.id, kind.as_str()).await? {
+            repair::close(ctx, &run, "recovered", &check.detail).await?;
+        }
     }
     Ok(())
 }

@@ -7,9 +7,12 @@
 //!   each, in the same transaction as the claim.
 //! - [`dns_check`]: one DNS check for one domain.
 //! - [`webhooks`]: the webhook dispatcher and the `deliver_webhook` worker.
+//! - [`ingest`]: the `ingest_report` worker (edges' traffic reports) and
+//!   the pruning of old traffic windows (from the scheduler tick).
 
 pub mod dns_check;
 pub mod health;
+pub mod ingest;
 pub mod issuance;
 pub mod repair;
 pub mod scheduler;
@@ -41,11 +44,13 @@ pub async fn run(ctx: JobContext, stop: CancellationToken) -> anyhow::Result<()>
     let webhooks = tokio::spawn(webhooks::run(ctx.clone(), stop.clone()));
     let health = tokio::spawn(health::run(ctx.clone(), stop.clone()));
     let repair = tokio::spawn(repair::worker(ctx.clone(), stop.clone()));
+    let ingest = tokio::spawn(ingest::worker(ctx.clone(), stop.clone()));
     let scheduler = tokio::spawn(scheduler::run(ctx, stop));
     worker.await??;
     scheduler.await?;
     webhooks.await??;
     health.await??;
     repair.await??;
+    ingest.await??;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! enqueue one `check_domain_dns` job each, in one transaction, so a crash
 //! between the two loses nothing. Claims use `FOR UPDATE SKIP LOCKED`, so any
 //! number of workers may tick at once. Also marks long-pending domains stale
-//! and forgets old idempotency keys.
+//! and forgets old idempotency keys and traffic windows past the retention.
 
 use super::JobContext;
 use crate::db;
@@ -45,5 +45,9 @@ pub async fn fan_out(ctx: &JobContext) -> anyhow::Result<usize> {
         }
     }
     db::idempotency::prune(&ctx.pool).await?;
+    let pruned = super::ingest::prune(ctx).await?;
+    if pruned > 0 {
+        tracing::debug!(rows = pruned, "old traffic windows pruned");
+    }
     Ok(total)
 }

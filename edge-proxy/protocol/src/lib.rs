@@ -48,7 +48,8 @@ pub use config::{
 };
 pub use delta::{ChallengeId, Change, Delta};
 pub use telemetry::{
-    CertificateRequest, Heartbeat, MAX_HOSTS_MISSING_CERTIFICATE, Rejection, Report, StatsWindow,
+    CertificateRequest, Heartbeat, LATENCY_BOUND_INF_MS, MAX_HOSTS_MISSING_CERTIFICATE, Rejection,
+    Report, StatsWindow,
 };
 
 /// The protocol version this crate speaks; carried as `v` in every frame.

@@ -77,10 +77,19 @@ pub struct Report {
     /// Closed windows, oldest first.
     #[serde(default)]
     pub windows: Vec<StatsWindow>,
-    /// Windows dropped because the edge's buffer was full.
+    /// Windows dropped because the edge's buffer was full, since the edge
+    /// process started (monotonic).
     #[serde(default)]
     pub dropped: u64,
+    /// Request events dropped before they reached a window (the edge's
+    /// event queue was full), since the edge process started (monotonic).
+    #[serde(default)]
+    pub events_dropped: u64,
 }
+
+/// The upper bound, in milliseconds, of a latency histogram's last bucket
+/// ("+inf"): `i32::MAX`, so that every bound fits a Postgres `integer`.
+pub const LATENCY_BOUND_INF_MS: u32 = 2_147_483_647;
 
 /// Traffic of one host during one window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -217,6 +217,7 @@ fn report() -> Report {
             latency_buckets_ms: vec![(10, 4), (100, 5), (u32::MAX, 1)],
         }],
         dropped: 3,
+        events_dropped: 0,
     }
 }
 

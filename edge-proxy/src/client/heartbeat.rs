@@ -68,6 +68,14 @@ pub fn counters(edge: &Edge, table: &RoutingTable) -> BTreeMap<String, u64> {
             "hosts_missing_certificate".to_owned(),
             u64::try_from(table.hosts_without_certificate(0).1).unwrap_or(u64::MAX),
         ),
+        (
+            "report_windows_dropped".to_owned(),
+            edge.traffic.outbox.dropped(),
+        ),
+        (
+            "report_events_dropped".to_owned(),
+            edge.traffic.events_dropped(),
+        ),
     ])
 }
 
