@@ -23,6 +23,7 @@ pub mod alerts;
 pub mod api;
 pub mod api_key;
 pub mod app;
+pub mod build_info;
 pub mod certs;
 pub mod crypto;
 pub mod db;

@@ -18,7 +18,7 @@ use dev::dev_mode;
 #[derive(Parser)]
 #[command(
     name = "portico-control-plane",
-    version,
+    version = portico_control_plane::build_info::long_version(),
     about = "Portico control plane"
 )]
 struct Cli {

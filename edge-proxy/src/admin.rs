@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (the process is up), `/readyz` (a snapshot
+//! The admin listener: `/healthz` (the process is up; the body names the
+//! version and commit it was built from), `/readyz` (a snapshot
 //! is loaded, so the edge routes real traffic) and `/metrics` (Prometheus).
 //!
 //! With `PORTICO_EDGE_TEST_HOOKS=1` (end-to-end tests only, never in
@@ -6,6 +7,7 @@
 //! which drops that certificate from the table as if it had been lost, so
 //! that tests can watch the control plane notice and re-push it.
 
+use crate::build_info;
 use crate::state::Edge;
 use async_trait::async_trait;
 use http::Response;
@@ -43,7 +45,11 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, content_type, body) = match session.req_header().uri.path() {
-            "/healthz" => (200, "text/plain", b"ok\n".to_vec()),
+            "/healthz" => (
+                200,
+                "text/plain",
+                format!("ok {} {}\n", build_info::VERSION, build_info::COMMIT).into_bytes(),
+            ),
             "/readyz" if self.edge.is_ready() => (
                 200,
                 "text/plain",

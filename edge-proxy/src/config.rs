@@ -3,6 +3,7 @@
 //! once at start-up; an error names the setting. The control plane's token is
 //! a [`Token`], which never prints.
 
+use crate::proxy_protocol::ProxyProtocol;
 use clap::Parser;
 use serde::Deserialize;
 use std::fmt;
@@ -10,9 +11,31 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Listeners and data dir when not configured.
+pub const DEFAULT_HTTP: &str = "0.0.0.0:80";
+pub const DEFAULT_HTTPS: &str = "0.0.0.0:443";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/portico-edge";
+/// The signal that drains the edge (pingora: SIGTERM = graceful terminate;
+/// SIGINT = fast shutdown; SIGQUIT = graceful upgrade, hands the sockets over).
+pub const SHUTDOWN_SIGNAL: &str = "SIGTERM";
+/// After SIGTERM the listeners close and in-flight requests get this long...
+pub const GRACE_PERIOD_SECS: u64 = 5;
+/// ...then the runtimes get at most this long to stop. A supervisor must
+/// wait at least the sum before it kills the process.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
 #[derive(Debug, Parser)]
-#[command(name = "portico-edge", version, about = "Portico edge proxy")]
+#[command(
+    name = "portico-edge",
+    version = crate::build_info::long_version(),
+    about = "Portico edge proxy"
+)]
 pub struct Cli {
+    /// Print the built-in defaults (listeners, shutdown timing) as TOML and
+    /// exit; deployment files are checked against them.
+    #[arg(long)]
+    pub print_defaults: bool,
     /// TOML file with any of the settings below (flags and env win).
     #[arg(long, env = "PORTICO_EDGE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -25,6 +48,11 @@ pub struct Cli {
     /// HTTPS listener.
     #[arg(long, env = "PORTICO_EDGE_HTTPS")]
     pub https: Option<SocketAddr>,
+    /// `v2`: every connection to the HTTP and HTTPS listeners starts with a
+    /// PROXY protocol v2 header (Fly.io's `proxy_proto` handler), whose
+    /// source address is the client's. Connections without one are closed.
+    #[arg(long, env = "PORTICO_EDGE_PROXY_PROTOCOL", value_enum)]
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Admin listener: /healthz, /readyz, /metrics.
     #[arg(long, env = "PORTICO_EDGE_ADMIN")]
     pub admin: Option<SocketAddr>,
@@ -71,6 +99,7 @@ struct FileConfig {
     snapshot: Option<PathBuf>,
     http: Option<SocketAddr>,
     https: Option<SocketAddr>,
+    proxy_protocol: Option<ProxyProtocol>,
     admin: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     certificate_source: Option<String>,
@@ -92,6 +121,8 @@ pub struct EdgeConfig {
     pub snapshot: Option<PathBuf>,
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// Whether the HTTP and HTTPS listeners expect a PROXY header first.
+    pub proxy_protocol: ProxyProtocol,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub certificate_source: Option<String>,
@@ -196,19 +227,23 @@ impl EdgeConfig {
             http: cli
                 .http
                 .or(file.http)
-                .map_or_else(|| addr("0.0.0.0:80"), Ok)?,
+                .map_or_else(|| addr(DEFAULT_HTTP), Ok)?,
             https: cli
                 .https
                 .or(file.https)
-                .map_or_else(|| addr("0.0.0.0:443"), Ok)?,
+                .map_or_else(|| addr(DEFAULT_HTTPS), Ok)?,
+            proxy_protocol: cli
+                .proxy_protocol
+                .or(file.proxy_protocol)
+                .unwrap_or_default(),
             admin: cli
                 .admin
                 .or(file.admin)
-                .map_or_else(|| addr("127.0.0.1:9180"), Ok)?,
+                .map_or_else(|| addr(DEFAULT_ADMIN), Ok)?,
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/portico-edge")),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             certificate_source,
             threads,
             upstream_connect_timeout: Duration::from_millis(
@@ -247,6 +282,16 @@ impl EdgeConfig {
             )
         })
     }
+}
+
+/// The built-in defaults as TOML, for `--print-defaults`.
+pub fn defaults_toml() -> String {
+    format!(
+        "http = \"{DEFAULT_HTTP}\"\nhttps = \"{DEFAULT_HTTPS}\"\nadmin = \"{DEFAULT_ADMIN}\"\n\
+         data_dir = \"{DEFAULT_DATA_DIR}\"\nproxy_protocol = \"off\"\n\
+         shutdown_signal = \"{SHUTDOWN_SIGNAL}\"\ngrace_period_secs = {GRACE_PERIOD_SECS}\n\
+         shutdown_timeout_secs = {SHUTDOWN_TIMEOUT_SECS}\n"
+    )
 }
 
 /// Validates the control plane settings; `None` when no control plane is set.
@@ -465,6 +510,46 @@ mod tests {
             "/nonexistent/t",
         ]);
         assert!(err.contains("token_file /nonexistent/t"), "{err}");
+    }
+
+    #[test]
+    fn printed_defaults_are_the_defaults() {
+        let printed: toml::Table = toml::from_str(&defaults_toml()).unwrap();
+        let c = config(&[]).unwrap();
+        assert_eq!(printed["http"].as_str(), Some(c.http.to_string().as_str()));
+        assert_eq!(
+            printed["https"].as_str(),
+            Some(c.https.to_string().as_str())
+        );
+        assert_eq!(
+            printed["admin"].as_str(),
+            Some(c.admin.to_string().as_str())
+        );
+        assert_eq!(
+            printed["data_dir"].as_str().map(PathBuf::from),
+            Some(c.data_dir)
+        );
+        assert_eq!(c.proxy_protocol, ProxyProtocol::Off);
+        assert_eq!(printed["proxy_protocol"].as_str(), Some("off"));
+        assert_eq!(printed["grace_period_secs"].as_integer(), Some(5));
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_set_by_flag_env_name_or_file() {
+        assert_eq!(config(&[]).unwrap().proxy_protocol, ProxyProtocol::Off);
+        let c = config(&["--proxy-protocol", "v2"]).unwrap();
+        assert_eq!(c.proxy_protocol, ProxyProtocol::V2);
+        let toml = temp_file("pp.toml", "proxy_protocol = \"v2\"\n");
+        let c = config(&["--config", toml.to_str().unwrap()]).unwrap();
+        assert_eq!(c.proxy_protocol, ProxyProtocol::V2);
+        // The flag wins over the file.
+        let t = toml.to_str().unwrap();
+        let c = config(&["--config", t, "--proxy-protocol", "off"]).unwrap();
+        assert_eq!(c.proxy_protocol, ProxyProtocol::Off);
+        assert!(config(&["--proxy-protocol", "v1"]).is_err());
+        let bad = temp_file("pp-bad.toml", "proxy_protocol = \"yes\"\n");
+        let err = error(&["--config", bad.to_str().unwrap()]);
+        assert!(err.contains("proxy_protocol"), "{err}");
     }
 
     #[test]

@@ -16,12 +16,15 @@
 //! [`tls::CertResolver`] — one table lookup. Each request goes through the
 //! thin pingora hooks in [`proxy`], which ask [`routing`] what to do
 //! (challenge answer, 421, redirect, branded page, proxy) and [`upstream`]
-//! which target to use. [`admin`] serves health and [`metrics`]; [`reload`]
+//! which target to use. Behind a TCP proxy, [`proxy_protocol`] reads a
+//! PROXY v2 header before anything else and makes its source address the
+//! client's. [`admin`] serves health and [`metrics`]; [`reload`]
 //! re-reads the snapshot file on SIGHUP. The hooks also count each request in
 //! per-host 10-second windows ([`traffic`], a bounded queue that drops and
 //! counts), which [`client`] ships to the control plane as reports.
 
 pub mod admin;
+pub mod build_info;
 pub mod challenge_fetch;
 pub mod client;
 pub mod config;
@@ -30,6 +33,7 @@ pub mod on_demand;
 pub mod outbound;
 pub mod pages;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod routing;
 pub mod source;

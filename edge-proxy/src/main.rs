@@ -8,11 +8,12 @@ use pingora::services::listening::Service;
 use portico_edge::admin::Admin;
 use portico_edge::challenge_fetch::ChallengeFetch;
 use portico_edge::client::{ClientSettings, ConfigClient};
-use portico_edge::config::{Cli, EdgeConfig};
+use portico_edge::config::{Cli, EdgeConfig, GRACE_PERIOD_SECS, SHUTDOWN_TIMEOUT_SECS};
 use portico_edge::metrics::Metrics;
 use portico_edge::on_demand::OnDemand;
 use portico_edge::outbound::{self, Trust};
 use portico_edge::proxy::EdgeProxy;
+use portico_edge::proxy_protocol::{ProxyHeaderApp, ProxyHeaderFirst, ProxyProtocol};
 use portico_edge::reload::SnapshotReloader;
 use portico_edge::source::{CertificateSource, HttpSource};
 use portico_edge::state::Edge;
@@ -43,7 +44,12 @@ fn run() -> anyhow::Result<()> {
         )
         .compact()
         .init();
-    let config = EdgeConfig::from_cli(Cli::parse())?;
+    let cli = Cli::parse();
+    if cli.print_defaults {
+        print!("{}", portico_edge::config::defaults_toml());
+        return Ok(());
+    }
+    let config = EdgeConfig::from_cli(cli)?;
     let edge = Arc::new(Edge::new(
         Metrics::new()?,
         SnapshotStore::open(&config.data_dir)?,
@@ -82,17 +88,31 @@ fn run() -> anyhow::Result<()> {
         connect_timeout: config.upstream_connect_timeout,
         read_timeout: config.upstream_read_timeout,
     };
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let app = ProxyHeaderApp {
+        edge: edge.clone(),
+        mode: config.proxy_protocol,
+        inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+    };
+    let mut service = Service::new("proxy".to_string(), app);
     service.add_tcp(&config.http.to_string());
     let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks))?;
     tls.set_cert_resolver(Arc::new(CertResolver { edge: edge.clone() }));
     tls.enable_h2();
     service.add_tls_with_settings(&config.https.to_string(), None, tls);
-    service.endpoints().set_pre_tls_callback(Arc::new(Gate {
+    let gate = Gate {
         edge: edge.clone(),
         on_demand,
         challenges,
-    }));
+    };
+    service
+        .endpoints()
+        .set_pre_tls_callback(match config.proxy_protocol {
+            ProxyProtocol::Off => Arc::new(gate),
+            ProxyProtocol::V2 => Arc::new(ProxyHeaderFirst {
+                edge: edge.clone(),
+                then: gate,
+            }),
+        });
 
     let mut admin = Service::new(
         "admin".to_string(),
@@ -125,6 +145,8 @@ fn run() -> anyhow::Result<()> {
         http = %config.http,
         https = %config.https,
         admin = %config.admin,
+        proxy_protocol = ?config.proxy_protocol,
+        build = portico_edge::build_info::long_version(),
         version = %edge.table().version(),
         control_plane = config.control_plane.as_ref().map(|cp| cp.url.as_str()),
         "edge starting"
@@ -176,8 +198,8 @@ fn server_conf(config: &EdgeConfig) -> ServerConf {
         threads: config.threads,
         pid_file: format!("{dir}/edge.pid"),
         upgrade_sock: format!("{dir}/upgrade.sock"),
-        grace_period_seconds: Some(5),
-        graceful_shutdown_timeout_seconds: Some(10),
+        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECS),
         ca_file: config
             .upstream_ca_file
             .as_ref()

@@ -15,6 +15,10 @@ pub struct Metrics {
     /// Challenge answers asked of the control plane by outcome (`found`,
     /// `missing`, `cached`, `cached_miss`, `limited`, `no_source`).
     pub challenge_fetches: IntCounterVec,
+    /// PROXY protocol headers by outcome: accepted (`proxied`, `local`,
+    /// `unspecified`) or refused, closing the connection (`missing`,
+    /// `malformed`, `oversized`, `timeout`, `closed`).
+    pub proxy_headers: IntCounterVec,
     pub snapshot_version: IntGauge,
     pub snapshot_loaded_unix: IntGauge,
     pub hosts: IntGauge,
@@ -83,6 +87,11 @@ impl Metrics {
             challenge_fetches: counter_vec(
                 "challenge_fetches_total",
                 "Challenge answers the table lacked, asked of the control plane, by outcome",
+                &["outcome"],
+            )?,
+            proxy_headers: counter_vec(
+                "proxy_protocol_headers_total",
+                "PROXY protocol headers by outcome (refused ones close the connection)",
                 &["outcome"],
             )?,
             snapshot_version: gauge("snapshot_version", "Config version of the routing table")?,

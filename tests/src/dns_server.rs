@@ -53,9 +53,20 @@ pub struct TestDns {
 impl TestDns {
     /// Start a server on `127.0.0.1`, UDP and TCP on the same ephemeral port.
     pub async fn start() -> anyhow::Result<TestDns> {
+        Self::serve(bind_pair().await?)
+    }
+
+    /// Start a server on `addr` (UDP and TCP), e.g. inside a network
+    /// namespace of the multi-region rehearsal.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<TestDns> {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(udp.local_addr()?).await?;
+        Self::serve((udp, tcp))
+    }
+
+    fn serve((udp, tcp): (UdpSocket, TcpListener)) -> anyhow::Result<TestDns> {
         let zone = Arc::new(Mutex::new(Zone::default()));
         let mut server = Server::new(Handler { zone: zone.clone() });
-        let (udp, tcp) = bind_pair().await?;
         let addr = udp.local_addr()?;
         server.register_socket(udp);
         server.register_listener(tcp, TCP_TIMEOUT, TCP_BUFFER);

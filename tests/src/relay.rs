@@ -4,8 +4,11 @@
 //! sockets stay open — while new connections flow: an edge behind it keeps
 //! a config stream that looks alive but delivers nothing, the way a stream
 //! stuck behind a congested link does, and its new requests still pass.
+//! [`Relay::with_prefix`] writes fixed bytes to the target before relaying
+//! each connection, as Fly's proxy does with a PROXY protocol header.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -21,6 +24,12 @@ pub struct Relay {
 
 impl Relay {
     pub async fn bind() -> anyhow::Result<Relay> {
+        Self::with_prefix(Vec::new()).await
+    }
+
+    /// A relay that sends `prefix` to the target first on every connection.
+    pub async fn with_prefix(prefix: Vec<u8>) -> anyhow::Result<Relay> {
+        let prefix: Arc<[u8]> = prefix.into();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (target, target_rx) = watch::channel(None);
@@ -30,6 +39,7 @@ impl Relay {
                 let born = *generation_rx.borrow();
                 tokio::spawn(relay(
                     inbound,
+                    prefix.clone(),
                     target_rx.clone(),
                     generation_rx.clone(),
                     born,
@@ -62,6 +72,7 @@ impl Drop for Relay {
 
 async fn relay(
     inbound: TcpStream,
+    prefix: Arc<[u8]>,
     mut target: watch::Receiver<Option<SocketAddr>>,
     generation: watch::Receiver<u64>,
     born: u64,
@@ -70,9 +81,12 @@ async fn relay(
         return;
     };
     let Some(addr) = addr else { return };
-    let Ok(outbound) = TcpStream::connect(addr).await else {
+    let Ok(mut outbound) = TcpStream::connect(addr).await else {
         return;
     };
+    if outbound.write_all(&prefix).await.is_err() {
+        return;
+    }
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
     tokio::join!(

@@ -98,6 +98,10 @@ async fn health_readiness_and_request_ids() -> anyhow::Result<()> {
     let resp = app.http.get(app.url("/healthz")).send().await?;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
+    let body: Value = resp.json().await?;
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let commit = option_env!("PORTICO_GIT_COMMIT").unwrap_or("unknown");
+    assert_eq!(body["commit"], commit, "the build's commit");
     let resp = app
         .http
         .get(app.url("/readyz"))

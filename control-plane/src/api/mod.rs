@@ -185,7 +185,8 @@ async fn limit_body(
 /// Liveness: the process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
 async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+    use crate::build_info::{COMMIT, VERSION};
+    Json(serde_json::json!({"status": "ok", "version": VERSION, "commit": COMMIT}))
 }
 
 /// Readiness: the database answers and all migrations are applied.

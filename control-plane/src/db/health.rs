@@ -265,19 +265,36 @@ pub struct EdgeSnapshot {
     pub last_seen_at: Option<DateTime<Utc>>,
     pub applied_version: Option<i64>,
     pub rejection: Option<serde_json::Value>,
+    /// Requests and failures (5xx + upstream connect failures) through this
+    /// edge in the window, and through every other edge.
+    pub requests: i64,
+    pub failures: i64,
+    pub others_requests: i64,
+    pub others_failures: i64,
 }
 
 /// The edge and the current config version; `None` when the edge is gone.
 pub async fn edge_snapshot(
     db: impl PgExecutor<'_>,
     id: Uuid,
+    window_secs: f64,
 ) -> Result<Option<(EdgeSnapshot, i64)>, sqlx::Error> {
     let row = sqlx::query!(
-        "SELECT e.id, e.name, e.region, e.created_at, e.last_seen_at, e.applied_version, e.rejection,
-                s.version
-         FROM edges e CROSS JOIN config_state s
-         WHERE e.id = $1 AND e.revoked_at IS NULL",
-        id
+        r#"SELECT e.id, e.name, e.region, e.created_at, e.last_seen_at, e.applied_version, e.rejection,
+                  s.version, t.requests AS "requests!", t.failures AS "failures!",
+                  t.others_requests AS "others_requests!", t.others_failures AS "others_failures!"
+           FROM edges e CROSS JOIN config_state s
+           CROSS JOIN LATERAL (
+               SELECT COALESCE(sum(w.requests) FILTER (WHERE w.edge_id = $1), 0)::int8 AS requests,
+                      COALESCE(sum(w.status_5xx + w.upstream_connect_failures) FILTER (WHERE w.edge_id = $1), 0)::int8 AS failures,
+                      COALESCE(sum(w.requests) FILTER (WHERE w.edge_id <> $1), 0)::int8 AS others_requests,
+                      COALESCE(sum(w.status_5xx + w.upstream_connect_failures) FILTER (WHERE w.edge_id <> $1), 0)::int8 AS others_failures
+               FROM traffic_windows w
+               WHERE w.window_start > now() - make_interval(secs => $2)
+           ) t
+           WHERE e.id = $1 AND e.revoked_at IS NULL"#,
+        id,
+        window_secs
     )
     .fetch_optional(db)
     .await?;
@@ -291,6 +308,10 @@ pub async fn edge_snapshot(
                 last_seen_at: r.last_seen_at,
                 applied_version: r.applied_version,
                 rejection: r.rejection,
+                requests: r.requests,
+                failures: r.failures,
+                others_requests: r.others_requests,
+                others_failures: r.others_failures,
             },
             r.version,
         )

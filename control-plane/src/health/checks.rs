@@ -48,11 +48,15 @@ pub enum UpstreamProbe {
     NoTarget,
 }
 
-/// Is this edge alive, serving, and up to date?
+/// Is this edge alive, serving, up to date, and not failing requests that
+/// other edges serve? (A high error ratio on every edge is the upstreams'
+/// business, not this edge's: it fails only at `s.upstream_error_ratio`
+/// and three times the other edges' ratio.)
 pub fn edge(
     e: &EdgeSnapshot,
     current_version: i64,
     probe: Option<&Probe>,
+    s: &HealthSettings,
     stale_after: Duration,
     now: DateTime<Utc>,
 ) -> Check {
@@ -85,6 +89,20 @@ pub fn edge(
         let version = r.get("version").and_then(|v| v.as_i64()).unwrap_or(0);
         problems.push(format!("refused config v{version}: {reason}"));
     }
+    let mine = ratio(e.failures, e.requests);
+    let others = ratio(e.others_failures, e.others_requests);
+    if e.requests >= i64::from(s.min_requests)
+        && mine >= s.upstream_error_ratio
+        && (e.others_requests < i64::from(s.min_requests) || mine >= 3.0 * others)
+    {
+        problems.push(format!(
+            "{} of {} requests failed through it in the last {} s ({:.0} % through the other edges)",
+            e.failures,
+            e.requests,
+            s.traffic_window.as_secs(),
+            others * 100.0
+        ));
+    }
     Check::from_problems(
         "heartbeat fresh, serving the current config",
         problems,
@@ -93,6 +111,8 @@ pub fn edge(
             "applied_version": e.applied_version,
             "current_version": current_version,
             "probe": probe.map(ToString::to_string),
+            "requests": e.requests,
+            "failures": e.failures,
         }),
     )
 }

@@ -27,6 +27,10 @@ fn edge_row() -> EdgeSnapshot {
         last_seen_at: Some(now() - chrono::Duration::seconds(5)),
         applied_version: Some(10),
         rejection: None,
+        requests: 0,
+        failures: 0,
+        others_requests: 0,
+        others_failures: 0,
     }
 }
 
@@ -49,7 +53,14 @@ const STALE: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_fresh_current_edge_passes() {
-    let c = edge(&edge_row(), 10, Some(&Probe::Ready), STALE, now());
+    let c = edge(
+        &edge_row(),
+        10,
+        Some(&Probe::Ready),
+        &settings(),
+        STALE,
+        now(),
+    );
     assert!(c.passed, "{}", c.detail);
 }
 
@@ -57,7 +68,7 @@ fn a_fresh_current_edge_passes() {
 fn a_silent_edge_fails_with_how_long() {
     let mut e = edge_row();
     e.last_seen_at = Some(now() - chrono::Duration::seconds(300));
-    let c = edge(&e, 10, None, STALE, now());
+    let c = edge(&e, 10, None, &settings(), STALE, now());
     assert!(!c.passed);
     assert_eq!(c.detail, "no heartbeat for 5 min");
 }
@@ -68,6 +79,7 @@ fn a_down_probe_fails_even_with_a_fresh_heartbeat() {
         &edge_row(),
         10,
         Some(&Probe::Down("signal: 9".into())),
+        &settings(),
         STALE,
         now(),
     );
@@ -79,7 +91,7 @@ fn a_down_probe_fails_even_with_a_fresh_heartbeat() {
 fn lag_and_rejections_fail() {
     let mut e = edge_row();
     e.rejection = Some(serde_json::json!({"version": 12, "reason": "bad key", "at_unix": 1}));
-    let c = edge(&e, 12, None, STALE, now());
+    let c = edge(&e, 12, None, &settings(), STALE, now());
     assert!(!c.passed);
     assert!(
         c.detail.contains("serves config v10, current is v12"),
@@ -94,13 +106,42 @@ fn lag_and_rejections_fail() {
 }
 
 #[test]
+fn an_edge_failing_what_others_serve_fails_but_not_when_all_fail() {
+    let mut e = edge_row();
+    e.requests = 100;
+    e.failures = 60;
+    e.others_requests = 1000;
+    e.others_failures = 10;
+    let c = edge(&e, 10, None, &settings(), STALE, now());
+    assert!(!c.passed);
+    assert!(
+        c.detail.contains("60 of 100 requests failed through it"),
+        "{}",
+        c.detail
+    );
+    assert!(
+        c.detail.contains("(1 % through the other edges)"),
+        "{}",
+        c.detail
+    );
+    // Every edge fails alike: the upstreams, not this edge.
+    e.others_failures = 500;
+    assert!(edge(&e, 10, None, &settings(), STALE, now()).passed);
+    // Too little traffic to say.
+    e.others_failures = 10;
+    e.requests = 10;
+    e.failures = 10;
+    assert!(edge(&e, 10, None, &settings(), STALE, now()).passed);
+}
+
+#[test]
 fn a_new_edge_gets_time_for_its_first_heartbeat() {
     let mut e = edge_row();
     e.last_seen_at = None;
     e.created_at = now() - chrono::Duration::seconds(10);
-    assert!(edge(&e, 10, None, STALE, now()).passed);
+    assert!(edge(&e, 10, None, &settings(), STALE, now()).passed);
     e.created_at = now() - chrono::Duration::seconds(600);
-    let c = edge(&e, 10, None, STALE, now());
+    let c = edge(&e, 10, None, &settings(), STALE, now());
     assert!(!c.passed);
     assert!(c.detail.contains("never sent a heartbeat"));
 }

@@ -26,7 +26,8 @@ use uuid::Uuid;
 
 /// One edge's check. Returns whether it passed (`None`: the edge is gone).
 pub async fn check_edge(ctx: &JobContext, id: Uuid) -> anyhow::Result<Option<bool>> {
-    let Some((edge, version)) = db::health::edge_snapshot(&ctx.pool, id).await? else {
+    let window = ctx.settings.health.traffic_window.as_secs_f64();
+    let Some((edge, version)) = db::health::edge_snapshot(&ctx.pool, id, window).await? else {
         return Ok(None);
     };
     let probe = match &ctx.infra {
@@ -46,6 +47,7 @@ pub async fn check_edge(ctx: &JobContext, id: Uuid) -> anyhow::Result<Option<boo
         &edge,
         version,
         probe.as_ref(),
+        &ctx.settings.health,
         ctx.settings.config.edge_stale_after,
         Utc::now(),
     );

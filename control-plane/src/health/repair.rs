@@ -293,7 +293,9 @@ fn event_data(run: &RunRecord, detail: &str) -> serde_json::Value {
 async fn recheck(ctx: &JobContext, run: &RunRecord, kind: Kind) -> anyhow::Result<Option<Check>> {
     let s = &ctx.settings;
     if kind == Kind::EdgeUnreachable {
-        let Some((edge, version)) = db::health::edge_snapshot(&ctx.pool, run.subject_id).await?
+        let window = s.health.traffic_window.as_secs_f64();
+        let Some((edge, version)) =
+            db::health::edge_snapshot(&ctx.pool, run.subject_id, window).await?
         else {
             return Ok(None);
         };
@@ -305,6 +307,7 @@ async fn recheck(ctx: &JobContext, run: &RunRecord, kind: Kind) -> anyhow::Resul
             &edge,
             version,
             probe.as_ref(),
+            &s.health,
             s.config.edge_stale_after,
             Utc::now(),
         )));
