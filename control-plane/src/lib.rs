@@ -35,6 +35,7 @@ pub mod hostname;
 pub mod ids;
 pub mod infra;
 pub mod jobs;
+pub mod ops;
 pub mod publish;
 pub mod secret;
 pub mod settings;

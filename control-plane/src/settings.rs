@@ -18,12 +18,14 @@ mod alerts;
 mod certificates;
 mod fly;
 mod health;
+mod ops;
 mod traffic;
 mod webhooks;
 pub use alerts::{AlertEmail, AlertSettings, SmtpMode, SmtpSettings};
 pub use certificates::{AcmeFallback, CertificateSettings, IssuerSetting};
 pub use fly::FlySettings;
 pub use health::{HealthSettings, InfraSetting};
+pub use ops::OpsSettings;
 pub use traffic::TrafficSettings;
 pub use webhooks::{WebhookSettings, parse_schedule};
 
@@ -62,6 +64,8 @@ pub struct Settings {
     pub fly: Option<FlySettings>,
     pub alerts: AlertSettings,
     pub health: HealthSettings,
+    /// The ops dashboard (`/ops`).
+    pub ops: OpsSettings,
     /// Seals private keys at rest; empty means certificates cannot be stored.
     pub encryption_keys: crate::crypto::Keyring,
 }
@@ -213,6 +217,7 @@ impl Settings {
             fly: fly::fly_settings(raw)?,
             alerts: alerts::alert_settings(raw, listen)?,
             health: health::health_settings(raw)?,
+            ops: ops::ops_settings(raw)?,
             encryption_keys: crate::crypto::Keyring::parse(
                 raw.get("PORTICO_ENCRYPTION_KEYS").unwrap_or(""),
             )

@@ -9,9 +9,11 @@ pub mod config_stream;
 pub mod dns_server;
 pub mod edge;
 pub mod fault_proxy;
+pub mod ops;
 pub mod pebble;
 pub mod relay;
 pub mod smtp_sink;
+pub mod webdriver;
 pub mod webhook_receiver;
 
 use anyhow::Context;

@@ -67,15 +67,10 @@ pub struct EdgeView {
 }
 
 impl EdgeView {
-    fn new(r: EdgeRecord, current: u64, stale_after: std::time::Duration) -> Self {
+    pub(crate) fn new(r: EdgeRecord, current: u64, stale_after: std::time::Duration) -> Self {
         let applied = r.applied_version.map(db::config::as_u64);
-        let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
         EdgeView {
-            status: match r.last_seen_at {
-                None => "never_seen",
-                Some(t) if Utc::now() - t > stale_after => "stale",
-                Some(_) => "up",
-            },
+            status: heartbeat_status(r.last_seen_at, stale_after),
             id: r.id,
             name: r.name,
             region: r.region,
@@ -90,6 +85,19 @@ impl EdgeView {
             counters: r.counters,
             rejection: r.rejection,
         }
+    }
+}
+
+/// `never_seen`, `up` (heartbeat within `stale_after`) or `stale`.
+pub(crate) fn heartbeat_status(
+    last_seen_at: Option<DateTime<Utc>>,
+    stale_after: std::time::Duration,
+) -> &'static str {
+    let stale_after = chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::MAX);
+    match last_seen_at {
+        None => "never_seen",
+        Some(t) if Utc::now() - t > stale_after => "stale",
+        Some(_) => "up",
     }
 }
 

@@ -149,7 +149,9 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(openapi_json))
         .split_for_parts();
     let doc = Arc::new(doc);
-    v1.layer(axum::Extension(doc))
+    // The ops dashboard: HTML, so not in the OpenAPI document.
+    v1.merge(crate::ops::router(state.clone()))
+        .layer(axum::Extension(doc))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(
             BATCH_BODY_LIMIT.max(edge_reports::BODY_LIMIT),
