@@ -198,6 +198,21 @@ impl ControlPlane {
         format!("http://{}", self.addr)
     }
 
+    /// Process ids of the `portico-edge` processes this control plane runs
+    /// itself (`PORTICO_INFRA=local`).
+    pub fn edge_pids(&self) -> anyhow::Result<Vec<u32>> {
+        let parent = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("control plane not running"))?;
+        let out = Command::new("pgrep")
+            .args(["-P", &parent.to_string(), "portico-edge"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+
     /// Sets (or replaces) a variable for the next [`ControlPlane::restart`].
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
