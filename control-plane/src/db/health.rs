@@ -7,8 +7,6 @@ use uuid::Uuid;
 
 /// One check's result, as stored.
 pub struct CheckResult<'a> {
-    pub subject_kind: &'a str,
-    pub subject_id: Uuid,
     pub kind: &'a str,
     pub passed: bool,
     pub detail: &'a str,
@@ -45,56 +43,86 @@ pub struct HealthState {
     pub changed_at: DateTime<Utc>,
 }
 
-/// Records one result: `failing` turns on after `fail_threshold`
-/// consecutive failures and off after `pass_threshold` consecutive passes.
+/// How long a confirmed, unchanged passing result may go unwritten: a
+/// check that passes as before does not rewrite its row (no new row
+/// version, no WAL) unless the row is older than this.
+pub const REFRESH_SECS: f64 = 300.0;
+
+/// Records the results of one subject's checks in one statement:
+/// `failing` turns on after `fail_threshold` consecutive failures and off
+/// after `pass_threshold` consecutive passes. A pass that confirms a
+/// passing state with the same words is not written again for
+/// [`REFRESH_SECS`] (`checked_at` is then when it was last written).
+/// Returns each kind's transition, in the order given.
 pub async fn record(
     db: impl PgExecutor<'_>,
-    r: &CheckResult<'_>,
+    subject_kind: &str,
+    subject_id: Uuid,
+    results: &[CheckResult<'_>],
     fail_threshold: u32,
     pass_threshold: u32,
-) -> Result<Transition, sqlx::Error> {
+) -> Result<Vec<Transition>, sqlx::Error> {
     let fail = i32::try_from(fail_threshold).unwrap_or(i32::MAX);
     let pass = i32::try_from(pass_threshold).unwrap_or(i32::MAX);
-    let row = sqlx::query!(
-        r#"WITH old AS (
-               SELECT failing FROM health_states
-               WHERE subject_kind = $1 AND subject_id = $2 AND kind = $3
+    let kinds: Vec<&str> = results.iter().map(|r| r.kind).collect();
+    let passed: Vec<bool> = results.iter().map(|r| r.passed).collect();
+    let details: Vec<&str> = results.iter().map(|r| r.detail).collect();
+    let data: Vec<serde_json::Value> = results.iter().map(|r| r.data.clone()).collect();
+    let rows = sqlx::query!(
+        r#"WITH input AS (
+               SELECT * FROM UNNEST($3::text[], $4::bool[], $5::text[], $6::jsonb[])
+                   WITH ORDINALITY AS i(kind, passed, detail, data, n)
+           ), old AS (
+               SELECT h.kind, h.failing FROM health_states h
+               WHERE h.subject_kind = $1 AND h.subject_id = $2 AND h.kind = ANY($3)
            ), new AS (
                INSERT INTO health_states AS h (subject_kind, subject_id, kind, failing,
                        consecutive_failures, consecutive_passes, checked_at, last_passed,
                        last_detail, last_data, changed_at)
-               VALUES ($1, $2, $3, NOT $4 AND 1 >= $7, CASE WHEN $4 THEN 0 ELSE 1 END,
-                       CASE WHEN $4 THEN 1 ELSE 0 END, now(), $4, $5, $6, now())
+               SELECT $1, $2, i.kind, NOT i.passed AND 1 >= $7, CASE WHEN i.passed THEN 0 ELSE 1 END,
+                      CASE WHEN i.passed THEN 1 ELSE 0 END, now(), i.passed, i.detail, i.data, now()
+               FROM input i
                ON CONFLICT (subject_kind, subject_id, kind) DO UPDATE SET
-                   consecutive_failures = CASE WHEN $4 THEN 0 ELSE h.consecutive_failures + 1 END,
-                   consecutive_passes = CASE WHEN $4 THEN h.consecutive_passes + 1 ELSE 0 END,
+                   consecutive_failures = CASE WHEN EXCLUDED.last_passed THEN 0 ELSE h.consecutive_failures + 1 END,
+                   consecutive_passes = CASE WHEN EXCLUDED.last_passed THEN h.consecutive_passes + 1 ELSE 0 END,
                    failing = CASE
-                       WHEN NOT $4 AND h.consecutive_failures + 1 >= $7 THEN true
-                       WHEN $4 AND h.consecutive_passes + 1 >= $8 THEN false
+                       WHEN NOT EXCLUDED.last_passed AND h.consecutive_failures + 1 >= $7 THEN true
+                       WHEN EXCLUDED.last_passed AND h.consecutive_passes + 1 >= $8 THEN false
                        ELSE h.failing END,
                    changed_at = CASE
-                       WHEN (NOT $4 AND h.consecutive_failures + 1 >= $7 AND NOT h.failing)
-                         OR ($4 AND h.consecutive_passes + 1 >= $8 AND h.failing) THEN now()
+                       WHEN (NOT EXCLUDED.last_passed AND h.consecutive_failures + 1 >= $7 AND NOT h.failing)
+                         OR (EXCLUDED.last_passed AND h.consecutive_passes + 1 >= $8 AND h.failing) THEN now()
                        ELSE h.changed_at END,
-                   checked_at = now(), last_passed = $4, last_detail = $5, last_data = $6
-               RETURNING failing
+                   checked_at = now(), last_passed = EXCLUDED.last_passed,
+                   last_detail = EXCLUDED.last_detail, last_data = EXCLUDED.last_data
+               WHERE NOT (EXCLUDED.last_passed AND h.last_passed AND NOT h.failing
+                          AND h.consecutive_passes >= $8 AND h.last_detail = EXCLUDED.last_detail
+                          AND h.checked_at > now() - make_interval(secs => $9))
+               RETURNING h.kind, h.failing
            )
-           SELECT (SELECT failing FROM old) AS before, (SELECT failing FROM new) AS "after!""#,
-        r.subject_kind,
-        r.subject_id,
-        r.kind,
-        r.passed,
-        r.detail,
-        r.data,
+           SELECT i.kind AS "kind!", o.failing AS "before?",
+                  COALESCE(n.failing, o.failing, false) AS "after!"
+           FROM input i LEFT JOIN old o ON o.kind = i.kind LEFT JOIN new n ON n.kind = i.kind
+           ORDER BY i.n"#,
+        subject_kind,
+        subject_id,
+        &kinds as &[&str],
+        &passed,
+        &details as &[&str],
+        &data,
         fail,
-        pass
+        pass,
+        REFRESH_SECS
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await?;
-    Ok(Transition {
-        failing_before: row.before.unwrap_or(false),
-        failing_after: row.after,
-    })
+    Ok(rows
+        .into_iter()
+        .map(|r| Transition {
+            failing_before: r.before.unwrap_or(false),
+            failing_after: r.after,
+        })
+        .collect())
 }
 
 /// The check states of one subject.

@@ -14,6 +14,7 @@ pub mod edges;
 pub mod events;
 pub mod health;
 pub mod idempotency;
+pub mod jobs;
 pub mod ops_sessions;
 pub mod orders;
 pub mod published;
@@ -42,6 +43,7 @@ pub async fn connect(url: &Secret<String>, max_connections: u32) -> Result<PgPoo
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await?;
     apalis_postgres::PostgresStorage::setup(pool).await?;
+    sqlx::query(jobs::DONE_INDEX).execute(pool).await?;
     Ok(())
 }
 

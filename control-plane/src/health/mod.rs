@@ -17,7 +17,7 @@ pub mod operator;
 pub mod repair;
 
 use crate::db;
-use crate::db::health::{CheckResult, Transition};
+use crate::db::health::CheckResult;
 use crate::jobs::JobContext;
 use chrono::Utc;
 use ladder::Kind;
@@ -110,23 +110,27 @@ async fn record(
     results: &[(Kind, checks::Check)],
 ) -> anyhow::Result<()> {
     let h = &ctx.settings.health;
+    let stored: Vec<CheckResult<'_>> = results
+        .iter()
+        .map(|(kind, check)| CheckResult {
+            kind: kind.as_str(),
+            passed: check.passed,
+            detail: &check.detail,
+            data: &check.data,
+        })
+        .collect();
     let mut tx = ctx.pool.begin().await?;
+    let transitions = db::health::record(
+        &mut *tx,
+        subject.kind,
+        subject.id,
+        &stored,
+        h.fail_threshold,
+        h.pass_threshold,
+    )
+    .await?;
     let mut recovered = Vec::new();
-    for (kind, check) in results {
-        let t: Transition = db::health::record(
-            &mut *tx,
-            &CheckResult {
-                subject_kind: subject.kind,
-                subject_id: subject.id,
-                kind: kind.as_str(),
-                passed: check.passed,
-                detail: &check.detail,
-                data: &check.data,
-            },
-            h.fail_threshold,
-            h.pass_threshold,
-        )
-        .await?;
+    for ((kind, check), t) in results.iter().zip(transitions) {
         if t.closed() {
             recovered.push((*kind, check));
         }

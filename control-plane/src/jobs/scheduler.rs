@@ -45,6 +45,18 @@ pub async fn fan_out(ctx: &JobContext) -> anyhow::Result<usize> {
         }
     }
     db::idempotency::prune(&ctx.pool).await?;
+    // Finished jobs: kept an hour for the dashboard and debugging.
+    let mut pruned = 0;
+    for _ in 0..10 {
+        let n = db::jobs::prune_done(&ctx.pool, 3600.0, 10_000).await?;
+        pruned += n;
+        if n < 10_000 {
+            break;
+        }
+    }
+    if pruned > 0 {
+        tracing::debug!(pruned, "finished jobs deleted");
+    }
     let pruned = super::ingest::prune(ctx).await?;
     if pruned > 0 {
         tracing::debug!(rows = pruned, "old traffic windows pruned");

@@ -7,7 +7,11 @@
 //!       process, all due at once; starts the control plane with its
 //!       worker; reports how long until every domain has been checked once
 //!       (`host_health` jobs: snapshot query, upstream connect probe,
-//!       results recorded with hysteresis), and the rate.
+//!       results recorded with hysteresis), and the rate. Then, with every
+//!       domain due again (the first round took longer than the interval,
+//!       or the interval is short), the steady rate over `--steady-secs`
+//!       (default 30) from finished `host_health` jobs: later rounds
+//!       confirm passing states, which are not rewritten.
 
 use portico_e2e::cluster::ControlPlane;
 use sqlx::PgPool;
@@ -26,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let n = num("--domains", 100_000);
     let interval = num("--interval-secs", 60);
+    let steady = num("--steady-secs", 30);
 
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let target = upstream.local_addr()?.to_string();
@@ -102,6 +107,28 @@ async fn main() -> anyhow::Result<()> {
     let rate = n as f64 / secs;
     println!(
         "{n} domains checked once in {secs:.1} s (control plane start included): {rate:.0} checks/s; {failing} failing results"
+    );
+
+    let done = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'host_health' AND status = 'Done'",
+        )
+        .fetch_one(&pool)
+        .await
+    };
+    let (c0, t0) = (done().await?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(steady)).await; // allow-sleep: the measurement window
+    let (c1, dt) = (done().await?, t0.elapsed().as_secs_f64());
+    #[allow(clippy::cast_precision_loss)]
+    let steady_rate = (c1 - c0) as f64 / dt;
+    println!(
+        "steady state: {} host_health jobs finished in {dt:.1} s: {steady_rate:.0} checks/s ({:.0} s for {n} domains)",
+        c1 - c0,
+        {
+            #[allow(clippy::cast_precision_loss)]
+            let n = n as f64;
+            n / steady_rate.max(1.0)
+        }
     );
     Ok(())
 }
