@@ -185,25 +185,6 @@ pub async fn open_runs(
     .await
 }
 
-/// The check states of one subject. Like `db::health::for_subject`, with
-/// the subject kind, so that the primary key serves it.
-pub async fn health(
-    db: impl PgExecutor<'_>,
-    subject_kind: &str,
-    subject_id: Uuid,
-) -> Result<Vec<super::health::HealthState>, sqlx::Error> {
-    sqlx::query_as!(
-        super::health::HealthState,
-        "SELECT subject_kind, subject_id, kind, failing, consecutive_failures, consecutive_passes,
-                checked_at, last_passed, last_detail, changed_at
-         FROM health_states WHERE subject_kind = $1 AND subject_id = $2 ORDER BY kind",
-        subject_kind,
-        subject_id
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// Requests and 5xx in one window, all edges (or all hosts of one edge) added up.
 #[derive(Clone, Debug)]
 pub struct TrafficPoint {

@@ -125,16 +125,18 @@ pub async fn record(
         .collect())
 }
 
-/// The check states of one subject.
+/// The check states of one subject (the primary key serves it).
 pub async fn for_subject(
     db: impl PgExecutor<'_>,
+    subject_kind: &str,
     subject_id: Uuid,
 ) -> Result<Vec<HealthState>, sqlx::Error> {
     sqlx::query_as!(
         HealthState,
         "SELECT subject_kind, subject_id, kind, failing, consecutive_failures, consecutive_passes,
                 checked_at, last_passed, last_detail, changed_at
-         FROM health_states WHERE subject_id = $1 ORDER BY kind",
+         FROM health_states WHERE subject_kind = $1 AND subject_id = $2 ORDER BY kind",
+        subject_kind,
         subject_id
     )
     .fetch_all(db)

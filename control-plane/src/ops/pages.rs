@@ -80,7 +80,7 @@ pub async fn domain(
     let d = db::dashboard::domain(pool, id)
         .await?
         .ok_or(OpsError::NotFound("domain"))?;
-    let health = db::dashboard::health(pool, "domain", id).await?;
+    let health = db::health::for_subject(pool, "domain", id).await?;
     let traffic = db::dashboard::domain_traffic(pool, id, CHART_SECS).await?;
     let (runs, steps) = history(&state, id).await?;
     let back = format!("/ops/domains/{id}");
@@ -142,7 +142,7 @@ pub async fn edge(
         .await?
         .ok_or(OpsError::NotFound("edge"))?;
     let current = db::config::state(pool).await?.version;
-    let health = db::dashboard::health(pool, "edge", id).await?;
+    let health = db::health::for_subject(pool, "edge", id).await?;
     let traffic = db::dashboard::edge_traffic(pool, id, CHART_SECS).await?;
     let (runs, steps) = history(&state, id).await?;
     let name = e.name.clone();
