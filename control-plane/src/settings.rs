@@ -168,7 +168,7 @@ impl Settings {
         Ok(Settings {
             listen,
             database_url: Secret::new(database_url),
-            db_max_connections: raw.parse_or("PORTICO_DB_MAX_CONNECTIONS", Some(10))?,
+            db_max_connections: raw.parse_or("PORTICO_DB_MAX_CONNECTIONS", Some(20))?,
             operator_token,
             log_format: match raw.get("PORTICO_LOG_FORMAT").unwrap_or("pretty") {
                 "pretty" => LogFormat::Pretty,

@@ -74,7 +74,7 @@ impl TestApp {
             ("PORTICO_OPERATOR_TOKEN", OPERATOR_TOKEN.into()),
             ("PORTICO_CNAME_TARGET", "edge.portico.test".into()),
             ("PORTICO_EDGE_IPV4", "203.0.113.10".into()),
-            ("PORTICO_DB_MAX_CONNECTIONS", "5".into()),
+            ("PORTICO_DB_MAX_CONNECTIONS", "20".into()),
             ("PORTICO_RATE_LIMIT_PER_SECOND", "1000".into()),
             ("PORTICO_RATE_LIMIT_BURST", "1000".into()),
             // Tests that check DNS start their own server and override this.
