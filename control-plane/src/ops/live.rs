@@ -183,13 +183,13 @@ async fn listen(
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "ops listener: cannot connect; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await; // allow-sleep: reconnect backoff
                 continue;
             }
         };
         if let Err(e) = listener.listen(CHANNEL).await {
             tracing::warn!(error = %e, "ops listener: LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await; // allow-sleep: reconnect backoff
             continue;
         }
         if *listening.borrow() {
